@@ -1,0 +1,146 @@
+"""Settings: the only reader of the environment.
+
+Every field is documented with its unit and what 0 / -1 mean. `load_settings()` reads the
+environment once; a bad value stops the process with one line naming the variable and the
+accepted range (no traceback), because an operator reading Render's log needs exactly that.
+"""
+from __future__ import annotations
+
+import sys
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MODEL_NAMES = ("tts", "language", "ai_voice")
+CommaList = Annotated[list[str], NoDecode]
+
+
+class ConfigError(Exception):
+    """A setting has a value outside its accepted range; the message is one line for the operator."""
+
+
+class Settings(BaseSettings):
+    """Typed settings read from the environment (and nothing else)."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", validate_default=True)
+
+    # --- Gunicorn -------------------------------------------------------------------------
+    workers: int = Field(1, ge=1, le=32, description="Gunicorn worker processes (1..32). Each worker holds its own models.")
+    threads: int = Field(2, ge=1, le=64, description="Threads per gthread worker (1..64): concurrent requests per worker.")
+    preload: bool = Field(False, description="Import the app in the Gunicorn master before forking (shares imported code pages). Models still load in workers.")
+    port: int = Field(8080, ge=1, le=65535, description="TCP port to bind on 0.0.0.0 (Render sets PORT).")
+    timeout: int = Field(120, ge=0, le=3600, description="Seconds a worker may stay silent before Gunicorn kills it; 0 disables the check.")
+    graceful_timeout: int = Field(30, ge=1, le=3600, description="Seconds a worker gets to finish requests after a restart signal.")
+    max_requests: int = Field(1000, ge=0, le=10_000_000, description="Requests before a worker is recycled (bounds slow leaks); 0 = never recycle.")
+    max_requests_jitter: int = Field(100, ge=0, le=1_000_000, description="Random extra requests added to MAX_REQUESTS so workers do not recycle together; 0 = none.")
+
+    # --- Memory budget ----------------------------------------------------------------------
+    memory_budget_mb: int = Field(512, ge=64, le=1_048_576, description="Memory the whole service may use, MB (64..1048576): the instance size.")
+    memory_margin_mb: int = Field(48, ge=0, le=65_536, description="Head-room kept free below the budget for request transients, MB; 0 = none.")
+    model_ttl_s: int = Field(300, ge=-1, le=604_800, description="Seconds an idle model stays loaded; 0 = unload after each use, -1 = never unload.")
+    retry_after_s: int = Field(30, ge=1, le=3600, description="Seconds sent in Retry-After when a model cannot fit the budget now.")
+
+    # --- Models -------------------------------------------------------------------------------
+    enabled_models: CommaList = Field(list(MODEL_NAMES), description="Comma list of pipelines to serve; the others answer 'disabled'.")
+    enable_tts: bool = Field(True, description="Serve text-to-speech (false turns the pipeline off cleanly).")
+    enable_language_detection: bool = Field(True, description="Serve spoken-language detection.")
+    enable_ai_voice_detection: bool = Field(True, description="Serve AI-generated-voice detection.")
+    preload_models: CommaList = Field([], description="Comma list of pipelines built in each worker at start and never evicted (pinned).")
+    backend: Literal["torch", "onnx"] = Field("torch", description="Inference backend for every pipeline: torch (reference) or onnx (lean, fits 512 MB).")
+    tts_backend: Literal["", "torch", "onnx"] = Field("", description="Backend for tts only; empty = BACKEND.")
+    language_backend: Literal["", "torch", "onnx"] = Field("", description="Backend for language only; empty = BACKEND.")
+    ai_voice_backend: Literal["", "torch", "onnx"] = Field("", description="Backend for ai_voice only; empty = BACKEND.")
+    use_int8_quantization: bool = Field(False, description="Dynamic int8 quantisation of Linear layers where it helps (torch backend).")
+    model_dtype: Literal["float32", "bfloat16"] = Field("float32", description="Weight dtype on the torch backend; bfloat16 needs a CPU with bf16 support.")
+    inference_threads: int = Field(0, ge=0, le=64, description="Intra-op threads per worker for torch / ONNX Runtime; 0 = library default (all cores).")
+    model_dir: Path = Field(Path("models"), description="Folder holding local model folders and exported ONNX models.")
+
+    # --- Text to speech -------------------------------------------------------------------------
+    kokoro_model_dir: Path | None = Field(None, description="Local Kokoro folder (config.json, *.pth, voices/*.pt); unset = KOKORO_REPO_ID from the hub cache.")
+    kokoro_repo_id: str = Field("hexgrad/Kokoro-82M", description="Hugging Face repo of Kokoro weights, used when KOKORO_MODEL_DIR is unset.")
+    kokoro_g2p: Literal["espeak", "misaki"] = Field("espeak", description="English phonemiser: espeak (offline, no spaCy) or misaki (dictionary + spaCy en_core_web_sm, better heteronyms).")
+    default_voice: str = Field("af_heart", description="Voice used when a request names none.")
+    max_text_chars: int = Field(5000, ge=1, le=1_000_000, description="Longest text accepted by TTS, characters.")
+
+    # --- Voice analysis -------------------------------------------------------------------------
+    whisper_model: str = Field("openai/whisper-tiny", description="Whisper for language detection: Hugging Face id or local folder.")
+    ai_voice_model: str = Field("MattyB95/AST-ASVspoof2019-Synthetic-Voice-Detection", description="AST audio classifier: Hugging Face id or local folder.")
+    ai_voice_labels: CommaList = Field([], description="Comma list of labels meaning 'synthetic'; empty = read from the model's id2label.")
+    ai_voice_threshold: float = Field(0.5, ge=0.0, le=1.0, description="Score at or above which a voice is called AI-generated (0..1).")
+    max_upload_mb: int = Field(25, ge=1, le=2048, description="Largest request body accepted, MB; bigger gets 413.")
+    max_audio_seconds: int = Field(600, ge=1, le=86_400, description="Longest audio accepted for analysis, seconds.")
+
+    # --- Operations -------------------------------------------------------------------------------
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level of the app and Gunicorn.")
+    api_keys: CommaList = Field([], description="Comma list of accepted API keys; empty = inference open, admin endpoints refused.")
+    prometheus_multiproc_dir: Path | None = Field(None, description="Folder for prometheus_client's multiprocess files; Gunicorn sets one when unset.")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("enabled_models", "preload_models", "api_keys", "ai_voice_labels", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("enabled_models", "preload_models")
+    @classmethod
+    def _known_models(cls, value: list[str]) -> list[str]:
+        unknown = [name for name in value if name not in MODEL_NAMES]
+        if unknown:
+            raise ValueError(f"unknown model {unknown[0]!r}; accepted: {', '.join(MODEL_NAMES)}")
+        return value
+
+    def model_enabled(self, name: str) -> bool:
+        """A pipeline is served when it is in ENABLED_MODELS and its own switch is on."""
+        switch = {"tts": self.enable_tts, "language": self.enable_language_detection,
+                  "ai_voice": self.enable_ai_voice_detection}
+        return name in self.enabled_models and switch.get(name, True)
+
+    def backend_for(self, name: str) -> str:
+        """The backend of one pipeline: its own override, else BACKEND."""
+        return getattr(self, f"{name}_backend", "") or self.backend
+
+
+def _describe(error: dict, settings_cls: type[BaseSettings]) -> str:
+    """One line naming the variable, the value and what is accepted."""
+    field = str(error["loc"][0]) if error.get("loc") else "?"
+    info = settings_cls.model_fields.get(field)
+    accepted = ""
+    if info is not None:
+        bounds = {type(m).__name__: m for m in info.metadata}
+        low = getattr(bounds.get("Ge"), "ge", None)
+        high = getattr(bounds.get("Le"), "le", None)
+        if low is not None and high is not None:
+            accepted = f"; accepted: {low}..{high}"
+        elif info.description:
+            accepted = f"; expected: {info.description}"
+    value = error.get("input")
+    shown = value if isinstance(value, str | int | float) else "(missing)"
+    return f"{field.upper()}={shown!r} is invalid: {error['msg']}{accepted}"
+
+
+def build_settings(**overrides: object) -> Settings:
+    """Settings from the environment plus overrides; raises ConfigError with one line."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc.errors()[0], Settings)) from None
+
+
+@lru_cache(maxsize=1)
+def load_settings() -> Settings:
+    """The process-wide settings, read once; a bad value ends the process with one clear line."""
+    try:
+        return build_settings()
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
