@@ -1,0 +1,169 @@
+"""Typed API errors and the one JSON error envelope.
+
+    ApiError (500 internal_error)
+    ├── BadRequest (400 bad_request)
+    │   ├── InvalidAudio (400 invalid_audio)
+    │   ├── UnsupportedFormat (400 unsupported_format)
+    │   └── VoiceNotFound (400 voice_not_found)
+    ├── Unauthorized (401 unauthorized)
+    ├── Forbidden (403 forbidden)
+    ├── NotFound (404 not_found)
+    ├── MethodNotAllowed (405 method_not_allowed)
+    ├── Conflict (409 conflict)
+    │   └── ModelBusy (409 model_busy)
+    ├── PayloadTooLarge (413 payload_too_large)
+    ├── UnsupportedMediaType (415 unsupported_media_type)
+    ├── UnprocessableEntity (422 unprocessable_entity)
+    └── ServiceUnavailable (503 service_unavailable)
+        ├── ModelDisabled (503 model_disabled)
+        ├── ModelUnavailable (503 model_unavailable)  weights missing or failed to build
+        └── BudgetExceeded (503 memory_budget_exceeded)  cannot fit, sends Retry-After
+
+Every error, Werkzeug's 404/405/413 included, leaves as `{"error": {"code", "message", ...}}`.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+logger = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = headers or {}
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message, **self.details}}
+
+
+class BadRequest(ApiError):
+    status, code = 400, "bad_request"
+
+
+class InvalidAudio(BadRequest):
+    code = "invalid_audio"
+
+
+class UnsupportedFormat(BadRequest):
+    code = "unsupported_format"
+
+
+class VoiceNotFound(BadRequest):
+    code = "voice_not_found"
+
+
+class Unauthorized(ApiError):
+    status, code = 401, "unauthorized"
+
+
+class Forbidden(ApiError):
+    status, code = 403, "forbidden"
+
+
+class NotFound(ApiError):
+    status, code = 404, "not_found"
+
+
+class MethodNotAllowed(ApiError):
+    status, code = 405, "method_not_allowed"
+
+
+class Conflict(ApiError):
+    status, code = 409, "conflict"
+
+
+class ModelBusy(Conflict):
+    code = "model_busy"
+
+
+class PayloadTooLarge(ApiError):
+    status, code = 413, "payload_too_large"
+
+
+class UnsupportedMediaType(ApiError):
+    status, code = 415, "unsupported_media_type"
+
+
+class UnprocessableEntity(ApiError):
+    status, code = 422, "unprocessable_entity"
+
+
+class ServiceUnavailable(ApiError):
+    status, code = 503, "service_unavailable"
+
+
+class ModelDisabled(ServiceUnavailable):
+    code = "model_disabled"
+
+
+class ModelUnavailable(ServiceUnavailable):
+    code = "model_unavailable"
+
+
+class BudgetExceeded(ServiceUnavailable):
+    code = "memory_budget_exceeded"
+
+
+_HTTP_ERRORS: dict[int, type[ApiError]] = {
+    400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 405: MethodNotAllowed,
+    409: Conflict, 413: PayloadTooLarge, 415: UnsupportedMediaType, 422: UnprocessableEntity,
+    503: ServiceUnavailable,
+}
+
+
+def too_large(limit_bytes: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"request body is larger than the {limit_bytes // (1024 * 1024)} MB limit (MAX_UPLOAD_MB)",
+                           limit_mb=limit_bytes // (1024 * 1024))
+
+
+def error_response(error: ApiError):
+    response = jsonify(error.to_dict())
+    response.status_code = error.status
+    response.headers.update(error.headers)
+    return response
+
+
+def init_app(app: Flask) -> None:
+    """Turn every error into the JSON envelope, never an HTML page."""
+
+    @app.errorhandler(ApiError)
+    def _api_error(error: ApiError):
+        if error.status >= 500:
+            logger.warning("%s: %s", error.code, error.message)
+        return error_response(error)
+
+    @app.before_request
+    def _reject_oversize_body() -> None:
+        # Werkzeug enforces MAX_CONTENT_LENGTH only when a view reads the body; refuse up front.
+        limit = app.config.get("MAX_CONTENT_LENGTH")
+        if limit and (request.content_length or 0) > limit:
+            raise too_large(limit)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(error: HTTPException):
+        status = error.code or 500
+        if status == 413:
+            return error_response(too_large(app.config.get("MAX_CONTENT_LENGTH") or 0))
+        message = error.description or error.name
+        cls = _HTTP_ERRORS.get(status, ApiError)
+        api_error = cls(message)
+        api_error.status = status
+        response = error_response(api_error)
+        if status == 405 and getattr(error, "valid_methods", None):
+            response.headers["Allow"] = ", ".join(error.valid_methods)
+        return response
+
+    @app.errorhandler(Exception)
+    def _unexpected(error: Exception):
+        logger.exception("unhandled error")
+        return error_response(ApiError("internal server error"))

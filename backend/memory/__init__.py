@@ -1,0 +1,1 @@
+"""Memory: readings (the one place that measures), request middleware, Prometheus metrics."""

@@ -1,0 +1,72 @@
+"""Prometheus metrics, correct with several Gunicorn workers (prometheus_client multiprocess mode).
+
+When PROMETHEUS_MULTIPROC_DIR is set (gunicorn_config.py sets it before workers fork), each
+worker writes its samples to files there and /metrics aggregates all of them; otherwise the
+process's own registry is served (Flask dev server, tests).
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from flask import Blueprint, Response
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
+                               generate_latest, multiprocess)
+
+from backend.memory import readings
+
+_MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # the variable prometheus_client itself reads
+
+REQUEST_LATENCY = Histogram(
+    "speech_api_request_seconds", "Request latency by endpoint", ["endpoint", "method", "status"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
+PROCESS_RSS = Gauge("speech_api_process_rss_bytes", "Resident memory of each worker", multiprocess_mode="all")
+SERVICE_MEMORY = Gauge("speech_api_service_memory_bytes", "Memory of the whole service as admission sees it",
+                       multiprocess_mode="max")
+BUDGET = Gauge("speech_api_memory_budget_bytes", "Memory budget of the service", multiprocess_mode="max")
+MODEL_LOADED = Gauge("speech_api_model_loaded_bytes", "Measured memory of each loaded model, summed over workers",
+                     ["model"], multiprocess_mode="livesum")
+MODEL_LOADS = Counter("speech_api_model_loads", "Model builds", ["model"])
+MODEL_EVICTIONS = Counter("speech_api_model_evictions", "Models evicted to make room or unloaded",
+                          ["model", "reason"])
+MODEL_REFUSALS = Counter("speech_api_model_refusals", "Builds refused because they cannot fit the budget",
+                         ["model"])
+
+
+def on_registry_event(event: str, model: str, facts: dict[str, Any]) -> None:
+    """Registry listener: keep the model counters and gauges true."""
+    if event == "load":
+        MODEL_LOADS.labels(model).inc()
+        MODEL_LOADED.labels(model).set(facts.get("mb", 0.0) * readings.MB)
+    elif event in ("evict", "unload"):
+        MODEL_EVICTIONS.labels(model, facts.get("reason", event)).inc()
+        MODEL_LOADED.labels(model).set(0)
+    elif event == "refuse":
+        MODEL_REFUSALS.labels(model).inc()
+
+
+def observe_request(endpoint: str, method: str, status: int, seconds: float, rss_bytes: float,
+                    service_bytes: float, budget_bytes: float) -> None:
+    REQUEST_LATENCY.labels(endpoint, method, str(status)).observe(seconds)
+    PROCESS_RSS.set(rss_bytes)
+    SERVICE_MEMORY.set(service_bytes)
+    BUDGET.set(budget_bytes)
+
+
+def mark_process_dead(pid: int) -> None:
+    """Gunicorn child_exit hook: drop a dead worker's live gauges."""
+    if os.environ.get(_MULTIPROC_ENV):
+        multiprocess.mark_process_dead(pid)
+
+
+bp = Blueprint("metrics", __name__)
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    if os.environ.get(_MULTIPROC_ENV):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        from prometheus_client import REGISTRY as registry
+    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)

@@ -1,0 +1,54 @@
+"""Per-request memory log: RSS before/after, delta and percent of budget in one structured line.
+
+The line is written when the response is closed, so a streamed TTS response is measured after
+its last byte, not when its headers leave.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+from flask import Flask, Response, current_app, g, request
+
+from backend.memory import metrics, readings
+
+logger = logging.getLogger("backend.requests")
+
+WARN_PERCENT = 80
+ERROR_PERCENT = 95
+
+
+def init_app(app: Flask) -> None:
+    app.before_request(_before)
+    app.after_request(_after)
+
+
+def _before() -> None:
+    g.started = time.perf_counter()
+    g.rss_before_mb = readings.rss_mb()
+
+
+def _after(response: Response) -> Response:
+    if "started" not in g:  # a request that failed before our hook ran
+        return response
+    registry = current_app.extensions["registry"]
+    started, rss_before = g.started, g.rss_before_mb
+    endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+    method, path, status = request.method, request.path, response.status_code
+
+    def _log() -> None:
+        seconds = time.perf_counter() - started
+        rss_after = readings.rss_mb()
+        service = registry.memory.used_mb()
+        budget = registry.effective_budget_mb
+        percent = 100 * service / budget
+        level = logging.ERROR if percent >= ERROR_PERCENT else logging.WARNING if percent >= WARN_PERCENT else logging.INFO
+        logger.log(level, "event=request method=%s path=%s status=%d ms=%.1f rss_before_mb=%.1f rss_after_mb=%.1f "
+                   "delta_mb=%+.1f service_mb=%.1f budget_mb=%.0f budget_pct=%.1f",
+                   method, path, status, seconds * 1000, rss_before, rss_after, rss_after - rss_before,
+                   service, budget, percent)
+        metrics.observe_request(endpoint, method, status, seconds, rss_after * readings.MB,
+                                service * readings.MB, budget * readings.MB)
+
+    response.call_on_close(_log)
+    return response

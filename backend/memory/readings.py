@@ -1,0 +1,161 @@
+"""Memory readings: the one place that measures memory (psutil and /proc, cgroup files).
+
+The budget is the instance's, not a process's, so admission reads the memory of the whole
+service: the cgroup's working set when the service runs inside a memory-limited cgroup (what
+the OOM killer judges, as on Render), otherwise the summed RSS of the Gunicorn process tree
+(conservative: pages shared through preload are counted once per process).
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import gc
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+logger = logging.getLogger(__name__)
+
+MB = 1024 * 1024
+_UNLIMITED_BYTES = 1 << 60  # cgroup v1 reports "no limit" as a huge page-aligned number
+_CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def rss_mb(pid: int | None = None) -> float:
+    """Resident set size of one process, MB."""
+    return psutil.Process(pid).memory_info().rss / MB
+
+
+def anon_mb() -> float:
+    """Anonymous resident memory of this process (heap, not file-backed weights), MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) / 1024
+    return rss_mb()
+
+
+def pss_mb(pid: int) -> float:
+    """Proportional set size: shared pages split between the processes sharing them, MB."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        pass
+    return 0.0
+
+
+def tree_pids(root_pid: int) -> list[int]:
+    """The root process and all its live descendants."""
+    try:
+        root = psutil.Process(root_pid)
+        return [root_pid, *(child.pid for child in root.children(recursive=True))]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def tree_rss_mb(root_pid: int) -> float:
+    """Summed RSS of a process tree, MB."""
+    total = 0
+    for pid in tree_pids(root_pid):
+        try:
+            total += psutil.Process(pid).memory_info().rss
+        except psutil.NoSuchProcess:
+            continue
+    return total / MB
+
+
+@dataclass(frozen=True)
+class CgroupMemory:
+    """Where a process's memory cgroup is and what it allows."""
+
+    version: int
+    path: Path
+
+    def _read(self, name: str) -> str:
+        return (self.path / name).read_text().strip()
+
+    def limit_mb(self) -> float | None:
+        raw = self._read("memory.max" if self.version == 2 else "memory.limit_in_bytes")
+        if raw == "max" or int(raw) >= _UNLIMITED_BYTES:
+            return None
+        return int(raw) / MB
+
+    def working_set_mb(self) -> float:
+        """Usage minus inactive file cache: what cannot be reclaimed without swapping (kubelet's measure)."""
+        usage = int(self._read("memory.current" if self.version == 2 else "memory.usage_in_bytes"))
+        stat = dict(line.split() for line in self._read("memory.stat").splitlines())
+        inactive = int(stat.get("inactive_file" if self.version == 2 else "total_inactive_file", 0))
+        return max(0, usage - inactive) / MB
+
+
+def own_cgroup(pid: int | None = None) -> CgroupMemory | None:
+    """The memory cgroup of a process, v2 or v1, if its files are readable."""
+    try:
+        lines = Path(f"/proc/{pid or 'self'}/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        hierarchy, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            candidate = _CGROUP_ROOT / "memory" / path.lstrip("/")
+            if (candidate / "memory.limit_in_bytes").exists():
+                return CgroupMemory(1, candidate)
+        if hierarchy == "0" and controllers == "":
+            for base in (_CGROUP_ROOT, _CGROUP_ROOT / "unified"):
+                candidate = base / path.lstrip("/")
+                if (candidate / "memory.max").exists():
+                    return CgroupMemory(2, candidate)
+    return None
+
+
+class ServiceMemory:
+    """Reads how much memory the whole service uses, from the best source this machine offers."""
+
+    def __init__(self, root_pid: int | None = None) -> None:
+        self.root_pid = root_pid or os.getpid()
+        cgroup = own_cgroup()
+        self.cgroup = cgroup if cgroup is not None and cgroup.limit_mb() is not None else None
+
+    @property
+    def source(self) -> str:
+        return f"cgroup-v{self.cgroup.version}" if self.cgroup else "process-tree-rss"
+
+    def limit_mb(self) -> float | None:
+        return self.cgroup.limit_mb() if self.cgroup else None
+
+    def used_mb(self) -> float:
+        if self.cgroup is not None:
+            try:
+                return self.cgroup.working_set_mb()
+            except OSError:
+                logger.warning("cgroup memory files unreadable; falling back to process-tree RSS")
+                self.cgroup = None
+        return tree_rss_mb(self.root_pid)
+
+
+_libc = None
+
+
+def malloc_trim() -> bool:
+    """Return freed heap pages to the OS (glibc keeps them otherwise); False where not glibc."""
+    global _libc
+    if _libc is None:
+        name = ctypes.util.find_library("c")
+        try:
+            _libc = ctypes.CDLL(name or "libc.so.6")
+            _libc.malloc_trim  # noqa: B018 - probe: musl has no malloc_trim
+        except (OSError, AttributeError):
+            _libc = False
+    if not _libc:
+        return False
+    return bool(_libc.malloc_trim(0))
+
+
+def release_memory() -> None:
+    """Collect cycles and hand freed heap back to the OS."""
+    gc.collect()
+    malloc_trim()

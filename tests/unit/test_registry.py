@@ -1,0 +1,200 @@
+"""The registry on real memory: fake pipelines allocate real, touched pages."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from backend.errors import BudgetExceeded, ModelBusy, ModelDisabled, ModelUnavailable, NotFound
+from backend.memory import readings
+from backend.registry import ModelState
+from tests.conftest import BrokenPipeline, FakeHeapPipeline, FakePipeline, fake_spec
+
+
+def test_nothing_is_built_until_first_use(registry_factory):
+    registry = registry_factory([fake_spec("a", 20)])
+    assert registry.state("a") is ModelState.NOT_LOADED
+    with registry.acquire("a") as pipe:
+        assert pipe({"x": 1}) == {"sum": 1000.0}
+        assert registry.state("a") is ModelState.LOADED
+
+
+def test_build_cost_is_measured_on_real_rss(registry_factory):
+    registry = registry_factory([fake_spec("a", 80, estimate_mb=5)])
+    registry.load("a")
+    row = next(r for r in registry.snapshot() if r["name"] == "a")
+    assert 70 <= row["measured_mb"] <= 95
+    assert row["anon_mb"] >= 70
+    assert row["peak_load_mb"] >= row["measured_mb"] - 1
+    assert row["cost_mb"] >= 70  # the measurement replaced the 5 MB estimate
+    assert row["load_s"] is not None and row["use_count"] == 1 and row["loads"] == 1
+
+
+def test_eight_concurrent_first_requests_build_once(registry_factory):
+    registry = registry_factory([ModelSpecSlow := fake_spec("a", 10, load_s=0.3)])
+    FakePipeline.builds = 0
+    barrier = threading.Barrier(8)
+    seen: list[int] = []
+
+    def request() -> None:
+        barrier.wait()
+        with registry.acquire("a") as pipe:
+            seen.append(id(pipe))
+
+    threads = [threading.Thread(target=request) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert FakePipeline.builds == 1
+    assert len(seen) == 8 and len(set(seen)) == 1
+    assert next(r for r in registry.snapshot() if r["name"] == "a")["use_count"] == 8
+    assert ModelSpecSlow.name == "a"
+
+
+def test_a_failed_build_is_shared_by_its_waiters_and_retried_later(registry_factory):
+    registry = registry_factory([fake_spec("bad", 1, load_s=0.2, cls=BrokenPipeline)])
+    errors: list[Exception] = []
+
+    def request() -> None:
+        try:
+            registry.load("bad")
+        except ModelUnavailable as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=request) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(errors) == 4 and len({id(e) for e in errors}) == 1
+    assert "weights file is corrupt" in errors[0].message
+    assert registry.state("bad") is ModelState.NOT_LOADED
+    with pytest.raises(ModelUnavailable):
+        registry.load("bad")
+
+
+def test_idle_models_are_evicted_least_recently_used_first(registry_factory):
+    registry = registry_factory([fake_spec("a", 60), fake_spec("b", 60), fake_spec("c", 60)], free_mb=150)
+    registry.load("a")
+    registry.load("b")
+    with registry.acquire("a"):
+        pass  # a is now more recent than b
+    registry.load("c")  # needs 60: b, the least recently used, goes
+    assert registry.state("b") is ModelState.NOT_LOADED
+    assert registry.state("a") is ModelState.LOADED
+    assert registry.state("c") is ModelState.LOADED
+
+
+def test_a_model_in_use_is_never_evicted_and_the_request_is_refused(registry_factory):
+    registry = registry_factory([fake_spec("a", 100), fake_spec("b", 100)], free_mb=150)
+    with registry.acquire("a"):
+        with pytest.raises(BudgetExceeded) as caught:
+            registry.load("b")
+        assert registry.state("a") is ModelState.LOADED
+    error = caught.value
+    assert error.status == 503 and error.headers["Retry-After"] == str(registry.retry_after_s)
+    assert error.details["model"] == "b" and error.details["needed_mb"] == 100
+    assert error.details["budget_mb"] == round(registry.effective_budget_mb)
+    assert registry.state("b") is ModelState.NOT_LOADED
+    registry.load("b")  # once a is idle, it can be evicted to make room
+    assert registry.state("a") is ModelState.NOT_LOADED
+
+
+def test_a_model_bigger_than_the_budget_is_refused_without_evicting_others(registry_factory):
+    registry = registry_factory([fake_spec("small", 20), fake_spec("huge", 5000)], free_mb=200)
+    registry.load("small")
+    with pytest.raises(BudgetExceeded):
+        registry.load("huge")
+    assert registry.state("small") is ModelState.LOADED  # evicting it could not have helped
+
+
+def test_pinned_models_are_never_evicted(registry_factory):
+    registry = registry_factory([fake_spec("pin", 80, pinned=True), fake_spec("b", 100)], free_mb=150)
+    registry.load_pinned()
+    assert registry.pinned_ready()
+    with pytest.raises(BudgetExceeded):
+        registry.load("b")
+    assert registry.state("pin") is ModelState.LOADED
+
+
+def test_unload_gives_heap_memory_back_to_the_os(registry_factory):
+    """Freed small blocks between live objects stay in glibc's heap unless malloc_trim runs."""
+    registry = registry_factory([fake_spec("heap", 80, cls=FakeHeapPipeline)])
+    baseline = readings.rss_mb()
+    thread = threading.Thread(target=registry.load, args=("heap",))  # a gthread worker builds in a thread
+    thread.start()
+    thread.join()
+    loaded = readings.rss_mb()
+    assert loaded - baseline >= 60
+    assert registry.unload("heap") is True
+    assert readings.rss_mb() - baseline < 20
+
+
+def test_without_malloc_trim_the_same_memory_stays(registry_factory):
+    """The control for the test above: gc alone leaves the fragmented heap resident."""
+    pipe = FakeHeapPipeline("heap", 80)
+    baseline = readings.rss_mb()
+    thread = threading.Thread(target=pipe.load)
+    thread.start()
+    thread.join()
+    pipe.close()
+    import gc
+    gc.collect()
+    held = readings.rss_mb() - baseline
+    readings.malloc_trim()
+    trimmed = readings.rss_mb() - baseline
+    assert held >= 40 and trimmed < held - 30
+
+
+def test_ttl_zero_unloads_after_each_use(registry_factory):
+    registry = registry_factory([fake_spec("a", 10)], ttl_s=0)
+    with registry.acquire("a"):
+        assert registry.state("a") is ModelState.LOADED
+    assert registry.state("a") is ModelState.NOT_LOADED
+
+
+def test_idle_ttl_unloads_only_idle_models(registry_factory):
+    registry = registry_factory([fake_spec("a", 10), fake_spec("busy", 10)], ttl_s=1)
+    registry.load("a")
+    with registry.acquire("busy"):
+        time.sleep(1.6)  # the sweeper runs every ttl/4 s
+        assert registry.state("a") is ModelState.NOT_LOADED
+        assert registry.state("busy") is ModelState.LOADED
+
+
+def test_ttl_minus_one_never_unloads(registry_factory):
+    registry = registry_factory([fake_spec("a", 10)], ttl_s=-1)
+    registry.load("a")
+    assert registry.sweep_idle(now=time.time() + 10**6) == []
+    assert registry.state("a") is ModelState.LOADED
+
+
+def test_unload_refuses_a_model_in_use(registry_factory):
+    registry = registry_factory([fake_spec("a", 10)])
+    with registry.acquire("a"):
+        with pytest.raises(ModelBusy):
+            registry.unload("a")
+    assert registry.unload("a") is True
+    assert registry.unload("a") is False
+
+
+def test_disabled_and_unknown_models(registry_factory):
+    registry = registry_factory([fake_spec("off", 10, enabled=False)])
+    assert registry.state("off") is ModelState.DISABLED
+    with pytest.raises(ModelDisabled):
+        registry.load("off")
+    with pytest.raises(NotFound):
+        registry.load("nope")
+
+
+def test_listeners_hear_load_evict_and_refuse(registry_factory):
+    registry = registry_factory([fake_spec("a", 60), fake_spec("b", 60), fake_spec("huge", 900)], free_mb=100)
+    events: list[tuple[str, str]] = []
+    registry.subscribe(lambda event, model, facts: events.append((event, model)))
+    registry.load("a")
+    registry.load("b")
+    with pytest.raises(BudgetExceeded):
+        registry.load("huge")
+    assert events == [("load", "a"), ("evict", "a"), ("load", "b"), ("refuse", "huge")]
