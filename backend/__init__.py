@@ -1,0 +1,47 @@
+"""The speech API: `create_app()` wires subsystems and builds nothing heavy."""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+
+from config import Settings, load_settings
+
+LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the Flask app; models are built later, by the registry, on first use."""
+    from backend import errors
+    from backend.api import health, models
+    from backend.memory import metrics, middleware
+    from backend.pipelines import model_specs
+    from backend.registry import ModelRegistry
+
+    settings = settings or load_settings()
+    _configure_logging(settings.log_level)
+
+    app = Flask(__name__)
+    app.config["SETTINGS"] = settings
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_mb * 1024 * 1024
+    app.json.sort_keys = False
+
+    registry = ModelRegistry(settings.memory_budget_mb, margin_mb=settings.memory_margin_mb,
+                             ttl_s=settings.model_ttl_s, retry_after_s=settings.retry_after_s)
+    for spec in model_specs(settings):
+        registry.register(spec)
+    registry.subscribe(metrics.on_registry_event)
+    app.extensions["registry"] = registry
+
+    errors.init_app(app)
+    middleware.init_app(app)
+    for blueprint in (health.bp, models.bp, metrics.bp):
+        app.register_blueprint(blueprint)
+    return app
+
+
+def _configure_logging(level: str) -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(format=LOG_FORMAT)
+    logging.getLogger("backend").setLevel(level)

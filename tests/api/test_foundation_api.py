@@ -1,0 +1,139 @@
+"""Health, readiness, model administration, metrics and the JSON error envelope, over HTTP."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT, budget_above_now, fake_spec
+
+ADMIN = {"x-api-key": "secret"}
+
+
+def test_health_touches_no_model(make_app):
+    app = make_app()
+    response = app.test_client().get("/health")
+    assert response.status_code == 200 and response.json["status"] == "ok"
+    assert all(row["state"] != "loaded" for row in app.extensions["registry"].snapshot())
+
+
+def test_ready_lists_loaded_available_and_disabled(make_app):
+    app = make_app([fake_spec("fake", 5)], enable_ai_voice_detection=False, api_keys="secret")
+    client = app.test_client()
+    client.post("/api/models/fake/load", headers=ADMIN)
+    body = client.get("/ready").json
+    assert body["status"] == "ready"
+    assert body["loaded"] == ["fake"] and "ai_voice" in body["disabled"] and "tts" in body["available"]
+    assert body["memory"]["budget_mb"] == 512
+
+
+def test_ready_is_503_until_pinned_models_are_loaded(make_app):
+    app = make_app([fake_spec("pin", 5, pinned=True)])
+    client = app.test_client()
+    assert client.get("/ready").status_code == 503
+    app.extensions["registry"].start_worker().join()
+    assert client.get("/ready").status_code == 200
+
+
+def test_models_list_shows_state_measured_mb_load_time_last_use_and_use_count(make_app):
+    app = make_app([fake_spec("fake", 40)], api_keys="secret")
+    client = app.test_client()
+    assert client.post("/api/models/fake/load", headers=ADMIN).status_code == 200
+    rows = {row["name"]: row for row in client.get("/api/models").json["models"]}
+    assert set(rows) >= {"tts", "language", "ai_voice", "fake"}
+    fake = rows["fake"]
+    assert fake["state"] == "loaded" and 30 <= fake["measured_mb"] <= 55
+    assert fake["load_s"] is not None and fake["last_used"] is not None and fake["use_count"] == 1
+    assert rows["tts"]["state"] == "not loaded"
+
+
+def test_load_and_unload_need_an_api_key(make_app):
+    client = make_app([fake_spec("fake", 5)], api_keys="secret").test_client()
+    assert client.post("/api/models/fake/load").status_code == 401
+    assert client.post("/api/models/fake/load", headers={"x-api-key": "wrong"}).status_code == 401
+    assert client.post("/api/models/fake/load", headers={"Authorization": "Bearer secret"}).status_code == 200
+    response = client.delete("/api/models/fake", headers=ADMIN)
+    assert response.status_code == 200 and response.json["unloaded"] is True
+    assert response.json["model"]["state"] == "not loaded"
+
+
+def test_admin_endpoints_are_refused_when_no_keys_are_configured(make_app):
+    response = make_app([fake_spec("fake", 5)]).test_client().post("/api/models/fake/load")
+    assert response.status_code == 403 and "API_KEYS" in response.json["error"]["message"]
+
+
+def test_a_model_that_cannot_fit_gets_503_with_retry_after(make_app):
+    app = make_app([fake_spec("big", 300)], api_keys="secret", memory_budget_mb=64, memory_margin_mb=0)
+    app.extensions["registry"].budget_mb = budget_above_now(100)
+    response = app.test_client().post("/api/models/big/load", headers=ADMIN)
+    assert response.status_code == 503
+    assert int(response.headers["Retry-After"]) > 0
+    error = response.json["error"]
+    assert error["code"] == "memory_budget_exceeded" and error["model"] == "big"
+    assert error["needed_mb"] == 300 and error["budget_mb"] > 0
+
+
+def test_disabled_model_load_is_a_clear_503(make_app):
+    client = make_app(enable_language_detection=False, api_keys="secret").test_client()
+    response = client.post("/api/models/language/load", headers=ADMIN)
+    assert response.status_code == 503 and response.json["error"]["code"] == "model_disabled"
+
+
+@pytest.mark.parametrize("method, path, status", [
+    ("get", "/no/such/page", 404),
+    ("post", "/health", 405),
+    ("get", "/api/models/nope", 404),
+])
+def test_errors_are_json_never_html(make_app, method, path, status):
+    response = getattr(make_app().test_client(), method)(path)
+    assert response.status_code == status and response.is_json
+    assert set(response.json["error"]) >= {"code", "message"}
+
+
+def test_an_upload_over_max_upload_mb_gets_413_json(make_app):
+    client = make_app(max_upload_mb=1, api_keys="secret").test_client()
+    response = client.post("/api/models/tts/load", data=b"x" * (2 * 1024 * 1024), headers=ADMIN)
+    assert response.status_code == 413 and response.json["error"]["code"] == "payload_too_large"
+    assert "MAX_UPLOAD_MB" in response.json["error"]["message"]
+
+
+def test_metrics_expose_memory_budget_models_and_latency(make_app):
+    app = make_app([fake_spec("fake", 20)], api_keys="secret")
+    client = app.test_client()
+    client.post("/api/models/fake/load", headers=ADMIN)
+    client.get("/health").close()  # the request is measured when its response closes
+    text = client.get("/metrics").get_data(as_text=True)
+    for name in ("speech_api_process_rss_bytes", "speech_api_memory_budget_bytes", "speech_api_request_seconds_bucket",
+                 'speech_api_model_loaded_bytes{model="fake"}', 'speech_api_model_loads_total{model="fake"}'):
+        assert name in text
+
+
+def test_request_log_line_has_memory_against_budget(make_app, caplog):
+    client = make_app().test_client()
+    with caplog.at_level("INFO", logger="backend.requests"):
+        client.get("/health").close()
+    line = next(r.getMessage() for r in caplog.records if r.name == "backend.requests")
+    for key in ("rss_before_mb=", "rss_after_mb=", "delta_mb=", "budget_mb=512", "budget_pct="):
+        assert key in line
+
+
+def test_high_memory_is_logged_as_warning_then_error(make_app, caplog):
+    app = make_app()
+    registry = app.extensions["registry"]
+    used = registry.memory.used_mb()
+    client = app.test_client()
+    for budget, level in ((used / 0.85, "WARNING"), (used / 0.97, "ERROR")):
+        registry.budget_mb = budget
+        caplog.clear()
+        with caplog.at_level("INFO", logger="backend.requests"):
+            client.get("/health").close()
+        assert [r.levelname for r in caplog.records if r.name == "backend.requests"] == [level]
+
+
+def test_importing_the_app_imports_no_model_library():
+    code = ("import sys; from backend import create_app; create_app(); "
+            "print(','.join(m for m in ('torch', 'transformers', 'kokoro', 'onnxruntime', 'misaki') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""
