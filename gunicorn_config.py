@@ -1,0 +1,123 @@
+"""Gunicorn configuration, sectioned like Gunicorn's examples/example_config.py.
+
+Every value comes from config.Settings (the environment), so `WORKERS=2 PRELOAD=true gunicorn -c
+gunicorn_config.py backend.wsgi:app` is the whole interface. A bad value stops Gunicorn with one
+line naming the variable.
+"""
+import logging
+import os
+import shutil
+import sys
+import tempfile
+
+from config import load_settings
+
+settings = load_settings()
+logger = logging.getLogger("gunicorn.error")
+
+#
+# Server socket
+#
+#   bind - 0.0.0.0:$PORT: Render routes its public port to $PORT.
+#   backlog - connections queued while every thread is busy.
+#
+bind = f"0.0.0.0:{settings.port}"
+backlog = 64
+
+#
+# Worker processes
+#
+#   workers - 1 by default: every worker holds its own copy of the models, and on a 512 MB
+#       instance a second worker must prove it fits (scripts/budget_check.py).
+#   worker_class / threads - gthread: requests share one copy of the models through threads,
+#       while model inference releases the GIL.
+#   timeout - a silent worker is killed after this many seconds (0 disables); model builds
+#       and long syntheses must fit in it.
+#   graceful_timeout - time a worker gets to finish its requests on restart.
+#   max_requests / max_requests_jitter - recycle a worker after about this many requests, so a
+#       slow leak (allocator fragmentation, caches) can never grow into an OOM kill.
+#   worker_tmp_dir - the heartbeat file lives in RAM (/dev/shm), not on a disk that may stall.
+#
+workers = settings.workers
+worker_class = "gthread"
+threads = settings.threads
+timeout = settings.timeout
+graceful_timeout = settings.graceful_timeout
+keepalive = 5
+max_requests = settings.max_requests
+max_requests_jitter = settings.max_requests_jitter
+if os.path.isdir("/dev/shm"):
+    worker_tmp_dir = "/dev/shm"
+
+#
+# Server mechanics
+#
+#   preload_app - import the app in the master before forking, so workers share its code
+#       pages. Models are never built in the master: torch/OpenMP thread pools do not survive
+#       fork (a whisper model run in the master hung its forked workers until WORKER TIMEOUT),
+#       so pinned models load in each worker after fork (post_worker_init).
+#
+preload_app = settings.preload
+
+#
+# Logging
+#
+loglevel = settings.log_level.lower()
+accesslog = "-"
+errorlog = "-"
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
+
+#
+# Process naming
+#
+proc_name = "speech-api"
+
+#
+# Metrics: prometheus_client's multiprocess mode needs a folder shared by all workers, named
+# in its own environment variable before any worker imports it.
+#
+_metrics_dir = str(settings.prometheus_multiproc_dir or os.path.join(tempfile.gettempdir(), f"speech-api-metrics-{os.getpid()}"))
+shutil.rmtree(_metrics_dir, ignore_errors=True)  # stale files would add dead workers' samples
+os.makedirs(_metrics_dir, exist_ok=True)
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
+
+
+#
+# Server hooks
+#
+def on_starting(server):
+    server.log.info(
+        "memory budget %d MB (margin %d MB), workers=%d threads=%d preload=%s backend=%s ttl=%ss pinned=%s",
+        settings.memory_budget_mb, settings.memory_margin_mb, settings.workers, settings.threads,
+        settings.preload, settings.backend, settings.model_ttl_s, ",".join(settings.preload_models) or "none")
+
+
+def post_fork(server, worker):
+    # Safety net: if anything imported torch in the master, its thread pool state is not fork-safe;
+    # one intra-op thread is the configuration measured to be safe after fork.
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(settings.inference_threads or 1)
+
+
+def post_worker_init(worker):
+    from backend.memory.readings import rss_mb
+
+    registry = worker.wsgi.extensions["registry"]
+    registry.start_worker(root_pid=os.getppid())  # budget counts master + all workers; pinned models load now
+    worker.log.info("worker %d booted: rss %.1f MB, budget %d MB", worker.pid, rss_mb(), settings.memory_budget_mb)
+
+
+def worker_exit(server, worker):
+    from backend.memory.readings import rss_mb
+
+    server.log.info("worker %d exiting: rss %.1f MB", worker.pid, rss_mb())
+
+
+def child_exit(server, worker):
+    from backend.memory.metrics import mark_process_dead
+
+    mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    shutil.rmtree(_metrics_dir, ignore_errors=True)
