@@ -1,0 +1,57 @@
+# syntax=docker/dockerfile:1
+# Two images from one file:
+#   docker build -t speech-api .                 lean (default): ONNX Runtime only, fits 512 MB
+#   docker build --target full -t speech-api .   full: torch reference backend + ONNX Runtime
+# Both run `gunicorn -c gunicorn_config.py backend.wsgi:app` as a non-root user; settings come
+# from the environment (see README.md).
+
+ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
+
+# --- base: what every stage shares ------------------------------------------------------------
+FROM ${PYTHON_IMAGE} AS base
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PATH=/opt/venv/bin:$PATH
+WORKDIR /app
+
+# --- build-full: both backends; torch from the CPU wheel index (PyPI's pulls CUDA) --------------
+FROM base AS build-full
+RUN python -m venv /opt/venv
+COPY requirements.txt requirements-lean.txt ./
+RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 \
+ && pip install -r requirements.txt
+
+# --- export: torch models -> ONNX (int8 where parity allows); weights fetched at build time ------
+FROM build-full AS export
+COPY config.py ./
+COPY backend ./backend
+COPY scripts ./scripts
+RUN python scripts/export_onnx.py --out /app/models/onnx
+
+# --- build-lean: no torch, no transformers --------------------------------------------------------
+FROM base AS build-lean
+RUN python -m venv /opt/venv
+COPY requirements-lean.txt ./
+RUN pip install -r requirements-lean.txt
+
+# --- full: torch reference backend ----------------------------------------------------------------
+FROM base AS full
+RUN useradd --create-home --uid 10001 app
+COPY --from=build-full /opt/venv /opt/venv
+COPY --chown=app:app config.py gunicorn_config.py ./
+COPY --chown=app:app backend ./backend
+USER app
+ENV PORT=8080 BACKEND=torch
+EXPOSE 8080
+CMD ["sh", "-c", "exec gunicorn -c gunicorn_config.py backend.wsgi:app"]
+
+# --- lean (default): the 512 MB image -------------------------------------------------------------
+FROM base AS lean
+RUN useradd --create-home --uid 10001 app
+COPY --from=build-lean /opt/venv /opt/venv
+COPY --from=export --chown=app:app /app/models /app/models
+COPY --chown=app:app config.py gunicorn_config.py ./
+COPY --chown=app:app backend ./backend
+USER app
+ENV PORT=8080 BACKEND=onnx MODEL_DIR=/app/models
+EXPOSE 8080
+CMD ["sh", "-c", "exec gunicorn -c gunicorn_config.py backend.wsgi:app"]

@@ -1,0 +1,22 @@
+# Shortcuts; each target is one script, so the scripts stay the single source of truth.
+.PHONY: serve test budget-check bench export-onnx config-table
+
+serve:
+	./scripts/serve.sh
+
+test:
+	./scripts/test.sh
+
+# Prove a configuration fits before deploying it; pass settings as env, e.g.
+#   make budget-check WORKERS=2 BACKEND=onnx
+budget-check:
+	./scripts/setup.sh dev && .venv/bin/python scripts/budget_check.py $(ARGS)
+
+bench:
+	./scripts/setup.sh dev && .venv/bin/python scripts/bench_boot.py
+
+export-onnx:
+	./scripts/setup.sh full && .venv/bin/python scripts/export_onnx.py --out models/onnx
+
+config-table:
+	python3 scripts/config_table.py --write
