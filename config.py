@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     model_dtype: Literal["float32", "bfloat16"] = Field("float32", description="Weight dtype on the torch backend; bfloat16 needs a CPU with bf16 support.")
     inference_threads: int = Field(0, ge=0, le=64, description="Intra-op threads per worker for torch / ONNX Runtime; 0 = library default (all cores).")
     model_dir: Path = Field(Path("models"), description="Folder holding local model folders and exported ONNX models.")
+    onnx_cpu_arena: bool = Field(False, description="ONNX Runtime CPU memory arena: faster repeated runs, but keeps peak activation memory reserved.")
+    onnx_mem_pattern: bool = Field(False, description="ONNX Runtime memory-pattern planning: pre-allocates per input shape; costs memory when shapes vary (TTS).")
+    onnx_dir: Path | None = Field(None, description="Folder of exported ONNX models (kokoro/, whisper/, ast/ from scripts/export_onnx.py); unset = MODEL_DIR/onnx.")
 
     # --- Text to speech -------------------------------------------------------------------------
     kokoro_model_dir: Path | None = Field(None, description="Local Kokoro folder (config.json, *.pth, voices/*.pt); unset = KOKORO_REPO_ID from the hub cache.")
@@ -103,6 +106,11 @@ class Settings(BaseSettings):
         switch = {"tts": self.enable_tts, "language": self.enable_language_detection,
                   "ai_voice": self.enable_ai_voice_detection}
         return name in self.enabled_models and switch.get(name, True)
+
+    @property
+    def onnx_root(self) -> Path:
+        """Where the onnx backend looks for exported models."""
+        return self.onnx_dir or self.model_dir / "onnx"
 
     def backend_for(self, name: str) -> str:
         """The backend of one pipeline: its own override, else BACKEND."""

@@ -13,7 +13,7 @@ LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the Flask app; models are built later, by the registry, on first use."""
     from backend import errors
-    from backend.api import health, models
+    from backend.api import analysis, health, models, tts
     from backend.memory import metrics, middleware
     from backend.pipelines import model_specs
     from backend.registry import ModelRegistry
@@ -35,7 +35,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     errors.init_app(app)
     middleware.init_app(app)
-    for blueprint in (health.bp, models.bp, metrics.bp):
+    for blueprint in (health.bp, models.bp, metrics.bp, tts.bp, analysis.bp):
         app.register_blueprint(blueprint)
     return app
 

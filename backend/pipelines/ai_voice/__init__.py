@@ -1,0 +1,1 @@
+"""AI-generated-voice detection: AST on torch (reference) or ONNX Runtime (lean)."""

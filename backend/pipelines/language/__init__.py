@@ -1,0 +1,1 @@
+"""Spoken-language detection: Whisper on torch (reference) or ONNX Runtime (lean)."""
