@@ -1,0 +1,1 @@
+"""Benchmarks, budget check, ONNX export and checkpoint builders (importable by the tests)."""
