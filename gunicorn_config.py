@@ -93,10 +93,12 @@ def on_starting(server):
 
 
 def post_fork(server, worker):
-    # Safety net: if anything imported torch in the master, its thread pool state is not fork-safe;
-    # one intra-op thread is the configuration measured to be safe after fork.
+    # Safety net: if anything imported torch in the master, its OpenMP pool did not survive
+    # fork. One intra-op thread is the only setting measured to be safe (2 threads still hung).
     if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(settings.inference_threads or 1)
+        sys.modules["torch"].set_num_threads(1)
+        if settings.inference_threads != 1:
+            worker.log.warning("torch was imported before fork: worker %d runs torch on 1 thread", worker.pid)
 
 
 def post_worker_init(worker):
