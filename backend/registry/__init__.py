@@ -19,11 +19,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from backend.errors import ApiError, BudgetExceeded, ModelBusy, ModelDisabled, ModelUnavailable, NotFound
 from backend.memory import readings
-from backend.pipelines.base import Pipeline
+
+if TYPE_CHECKING:  # typing only: backend.pipelines imports the registry's ModelSpec
+    from backend.pipelines.base import Pipeline
 
 logger = logging.getLogger(__name__)
 
