@@ -73,22 +73,32 @@ class _Entry:
     anon_mb: float | None = None  # anonymous memory after load minus before
     peak_load_mb: float | None = None  # peak RSS during load minus before
     first_use_mb: float | None = None  # RSS after the first request minus before load
+    request_peak_mb: float | None = None  # largest rise of peak RSS during one request (activations)
     rss_before_load_mb: float = 0.0
     last_error: str | None = None
 
     def cost_mb(self) -> float:
         """What admitting this model is expected to add: measured if ever built, else the estimate."""
         measured = [m for m in (self.peak_load_mb, self.first_use_mb, self.measured_mb) if m is not None]
+        if self.measured_mb is not None and self.request_peak_mb is not None:
+            measured.append(self.measured_mb + self.request_peak_mb)
         return max(measured) if measured else self.spec.estimate_mb
+
+    def headroom_mb(self) -> float:
+        """Memory a loaded model may still need above its steady size while it serves a request."""
+        if self.request_peak_mb is not None:
+            return self.request_peak_mb
+        return max(0.0, self.spec.estimate_mb - (self.measured_mb or 0.0))  # not measured yet: assume the estimate
 
 
 class Lease:
     """A checked-out pipeline; release() is idempotent so streaming responses can call it on close."""
 
-    def __init__(self, registry: ModelRegistry, name: str, pipeline: Pipeline) -> None:
+    def __init__(self, registry: ModelRegistry, name: str, pipeline: Pipeline, start_rss_mb: float | None) -> None:
         self._registry = registry
         self.name = name
         self.pipeline = pipeline
+        self._start_rss_mb = start_rss_mb  # set when this request's peak can be attributed to it alone
         self._released = False
         self._lock = threading.Lock()
 
@@ -97,7 +107,7 @@ class Lease:
             if self._released:
                 return
             self._released = True
-        self._registry._checkin(self.name)
+        self._registry._checkin(self.name, self._start_rss_mb)
 
 
 EventListener = Callable[[str, str, dict[str, Any]], None]
@@ -162,6 +172,7 @@ class ModelRegistry:
                     "pinned": e.spec.pinned, "estimate_mb": round(e.spec.estimate_mb, 1),
                     "measured_mb": _round(e.measured_mb), "anon_mb": _round(e.anon_mb),
                     "peak_load_mb": _round(e.peak_load_mb), "first_use_mb": _round(e.first_use_mb),
+                    "request_peak_mb": _round(e.request_peak_mb),
                     "cost_mb": round(e.cost_mb(), 1), "load_s": _round(e.load_s, 3),
                     "loaded_at": e.loaded_at, "last_used": e.last_used, "use_count": e.uses,
                     "in_use": e.in_use, "loads": e.loads, "last_error": e.last_error,
@@ -181,7 +192,8 @@ class ModelRegistry:
     # --- use -----------------------------------------------------------------------------------
     def lease(self, name: str) -> Lease:
         """Check a pipeline out (building it if needed); the caller must release() it."""
-        return Lease(self, name, self._checkout(name))
+        pipeline = self._checkout(name)
+        return Lease(self, name, pipeline, self._start_request_measurement())
 
     @contextmanager
     def acquire(self, name: str) -> Iterator[Pipeline]:
@@ -238,8 +250,23 @@ class ModelRegistry:
             flight.done.set()
             return pipeline
 
-    def _checkin(self, name: str) -> None:
+    def _start_request_measurement(self) -> float | None:
+        """Reset the peak-RSS mark if this request is alone in the process, and return RSS now."""
+        with self._lock:
+            alone = sum(e.in_use for e in self._entries.values()) == 1
+        if not alone or self._build_lock.locked():  # a build is measuring its own peak
+            return None
+        _reset_peak_rss()
+        return readings.rss_mb()
+
+    def _checkin(self, name: str, start_rss_mb: float | None = None) -> None:
         entry = self._entries[name]
+        if start_rss_mb is not None:
+            peak = _peak_rss_mb()
+            if peak is not None:
+                rise = max(0.0, peak - start_rss_mb)
+                with self._lock:
+                    entry.request_peak_mb = max(entry.request_peak_mb or 0.0, rise)
         with self._lock:
             entry.in_use -= 1
             entry.last_used = time.time()
@@ -294,7 +321,9 @@ class ModelRegistry:
         """Evict idle models (LRU first) until `need_mb` fits under the budget, or refuse."""
         name = entry.spec.name
         limit = self.effective_budget_mb - self.margin_mb
-        used = self.memory.used_mb()
+        # Loaded models keep head-room for their own requests' activations: admitting a model
+        # into memory they will need for their next request is what OOM-kills a worker.
+        used = self.memory.used_mb() + self._headroom_mb(entry)
         if used + need_mb <= limit:
             return
         with self._lock:
@@ -302,11 +331,11 @@ class ModelRegistry:
                 (e for e in self._entries.values()
                  if e is not entry and e.state is ModelState.LOADED and e.in_use == 0 and not e.spec.pinned),
                 key=lambda e: e.last_used or 0.0)
-            reclaimable = sum(e.measured_mb or 0.0 for e in victims)
+            reclaimable = sum((e.measured_mb or 0.0) + e.headroom_mb() for e in victims)
         if used - reclaimable + need_mb <= limit:
             for victim in victims:
                 self._unload(victim, reason="evicted")
-                used = self.memory.used_mb()
+                used = self.memory.used_mb() + self._headroom_mb(entry)
                 if used + need_mb <= limit:
                     return
         self._emit("refuse", name, mb=need_mb)
@@ -319,6 +348,11 @@ class ModelRegistry:
             headers={"Retry-After": str(self.retry_after_s)},
             model=name, needed_mb=round(need_mb), used_mb=round(used), budget_mb=round(budget),
             margin_mb=round(self.margin_mb))
+
+    def _headroom_mb(self, entry: _Entry) -> float:
+        with self._lock:
+            return sum(e.headroom_mb() for e in self._entries.values()
+                       if e is not entry and e.state is ModelState.LOADED)
 
     def unload(self, name: str) -> bool:
         """Unload now (admin); False if it was not loaded. A model in use is refused with 409."""

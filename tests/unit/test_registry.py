@@ -4,6 +4,7 @@ from __future__ import annotations
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from backend.errors import BudgetExceeded, ModelBusy, ModelDisabled, ModelUnavailable, NotFound
@@ -100,6 +101,28 @@ def test_a_model_in_use_is_never_evicted_and_the_request_is_refused(registry_fac
     assert registry.state("b") is ModelState.NOT_LOADED
     registry.load("b")  # once a is idle, it can be evicted to make room
     assert registry.state("a") is ModelState.NOT_LOADED
+
+
+class TransientPipeline(FakePipeline):
+    """A model whose requests allocate 120 MB of activations on top of its weights."""
+
+    def run(self, features):
+        activations = np.ones(120 * readings.MB // 8)
+        return float(activations[:10].sum())
+
+
+def test_a_request_peak_is_measured_and_kept_free_for_the_next_request(registry_factory):
+    spec = fake_spec("tts", 30, cls=TransientPipeline)
+    registry = registry_factory([spec, fake_spec("other", 60)], free_mb=200)
+    with registry.acquire("tts") as pipe:
+        pipe(None)
+    row = next(r for r in registry.snapshot() if r["name"] == "tts")
+    assert 110 <= row["request_peak_mb"] <= 140, row  # the activations, measured on real RSS
+    assert row["cost_mb"] >= 30 + 110
+    # 30 resident + 60 would fit the 200 MB free, but not with tts's 120 MB of activations: the
+    # idle tts is evicted rather than leaving its next request to push the worker over budget.
+    registry.load("other")
+    assert registry.state("tts") is ModelState.NOT_LOADED
 
 
 def test_a_model_bigger_than_the_budget_is_refused_without_evicting_others(registry_factory):
