@@ -2,22 +2,22 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import requests
 
 from backend import create_app
 from backend.memory import readings
-from backend.pipelines.base import Pipeline
+# before backend.registry: importing the registry first trips the registry <-> pipelines import cycle
+from tests.fakes import BrokenPipeline, FakeHeapPipeline, FakePipeline, fake_spec  # noqa: F401 - re-exported
 from backend.registry import ModelRegistry, ModelSpec
 from config import Settings, build_settings
 
@@ -27,66 +27,6 @@ MB = readings.MB
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: real-shape or long runs, excluded from the default suite")
-
-
-class FakePipeline(Pipeline):
-    """Holds `size_mb` of real, touched memory; its 'inference' sums it."""
-
-    backend = "fake"
-    builds = 0
-    _builds_lock = threading.Lock()
-
-    def __init__(self, name: str, size_mb: float, load_s: float = 0.0) -> None:
-        self.name, self.size_mb, self.load_s = name, size_mb, load_s
-        self.weights: np.ndarray | None = None
-
-    def load(self) -> None:
-        with FakePipeline._builds_lock:
-            FakePipeline.builds += 1
-        time.sleep(self.load_s)
-        self.weights = np.ones(int(self.size_mb * MB) // 8, dtype=np.float64)  # ones: pages are touched
-
-    def preprocess(self, request: Any) -> Any:
-        return request
-
-    def run(self, features: Any) -> float:
-        assert self.weights is not None
-        return float(self.weights[:1000].sum())
-
-    def postprocess(self, raw: Any) -> Any:
-        return {"sum": raw}
-
-
-# Small live objects interleaved with a heap pipeline's blocks, as a real process has: they
-# keep the freed blocks' pages from returning to the OS unless malloc_trim is called.
-_LIVE_SMALL_OBJECTS: list[bytearray] = []
-
-
-class FakeHeapPipeline(FakePipeline):
-    """Like FakePipeline, but its memory is many small heap blocks (torch.load-style weights)."""
-
-    def load(self) -> None:
-        blocks = []
-        for _ in range(int(self.size_mb * MB) // 20000):
-            blocks.append(bytearray(b"\x01" * 20000))
-            _LIVE_SMALL_OBJECTS.append(bytearray(64))
-        self.weights = blocks  # type: ignore[assignment]
-
-    def run(self, features: Any) -> float:
-        return float(len(self.weights or []))
-
-
-class BrokenPipeline(FakePipeline):
-    def load(self) -> None:
-        time.sleep(self.load_s)  # long enough for concurrent requests to join the same build
-        raise RuntimeError("weights file is corrupt")
-
-
-def fake_spec(name: str, size_mb: float, *, estimate_mb: float | None = None, pinned: bool = False,
-              enabled: bool = True, load_s: float = 0.0, cls: type[FakePipeline] = FakePipeline) -> ModelSpec:
-    return ModelSpec(name=name, factory=lambda: cls(name, size_mb, load_s),
-                     estimate_mb=size_mb if estimate_mb is None else estimate_mb,
-                     enabled=enabled, pinned=pinned, description=f"fake {size_mb} MB")
 
 
 def budget_above_now(extra_mb: float, margin_mb: float = 0) -> float:
@@ -131,6 +71,9 @@ def make_app(make_settings: Any) -> Iterator[Any]:
             registry = app.extensions["registry"]
             for spec in specs:
                 registry.register(spec)
+            # Earlier tests may have left this process large (torch imported): fake models get
+            # room above what it uses now, so they test the registry, not the test order.
+            registry.budget_mb = max(registry.budget_mb, budget_above_now(600, registry.margin_mb))
         apps.append(app)
         return app
 
@@ -148,7 +91,7 @@ def free_port() -> int:
 class LiveServer:
     """Real Gunicorn with gunicorn_config.py on a free loopback port; stopped by pid."""
 
-    def __init__(self, env: dict[str, str], port: int) -> None:
+    def __init__(self, env: dict[str, str], port: int, app: str = "backend.wsgi:app") -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         # The server sees only the settings a test gives it: "no env" means the defaults.
@@ -158,7 +101,7 @@ class LiveServer:
         self.log = ROOT / f".pytest-gunicorn-{port}.log"
         self._log_file = open(self.log, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn_config.py", "backend.wsgi:app"],
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn_config.py", app],
             cwd=ROOT, env=full_env, stdout=self._log_file, stderr=subprocess.STDOUT)
 
     def wait_ready(self, path: str = "/health", timeout_s: float = 60) -> None:
@@ -169,7 +112,7 @@ class LiveServer:
             try:
                 if requests.get(self.url + path, timeout=2).status_code == 200:
                     return
-            except requests.ConnectionError:
+            except requests.RequestException:  # refused, or a busy worker's slow answer
                 pass
             time.sleep(0.2)
         raise TimeoutError(f"gunicorn not ready after {timeout_s}s:\n{self.output()}")
@@ -193,8 +136,9 @@ class LiveServer:
 def live_server() -> Iterator[Any]:
     servers: list[LiveServer] = []
 
-    def start(env: dict[str, str] | None = None, wait_path: str = "/health", timeout_s: float = 60) -> LiveServer:
-        server = LiveServer(env or {}, free_port())
+    def start(env: dict[str, str] | None = None, wait_path: str = "/health", timeout_s: float = 60,
+              app: str = "backend.wsgi:app") -> LiveServer:
+        server = LiveServer(env or {}, free_port(), app)
         servers.append(server)
         server.wait_ready(wait_path, timeout_s)
         return server
@@ -202,3 +146,38 @@ def live_server() -> Iterator[Any]:
     yield start
     for server in servers:
         server.stop()
+
+
+# --- voice analysis: tiny random checkpoints built with the real classes, and real speech --------
+@pytest.fixture(scope="session")
+def whisper_checkpoint(tmp_path_factory) -> Path:
+    """Tiny random multilingual Whisper whose language step favours 'de' whatever the audio."""
+    from scripts.checkpoints.whisper import build_whisper_checkpoint
+    return build_whisper_checkpoint(tmp_path_factory.mktemp("whisper"), language_bias={"de": 8.0})
+
+
+@pytest.fixture(scope="session")
+def ast_checkpoint(tmp_path_factory) -> Path:
+    """Tiny random AST with ASVspoof labels (bonafide / spoof), 256-frame (2.56 s) windows."""
+    from scripts.checkpoints.ast import build_ast_checkpoint
+    return build_ast_checkpoint(tmp_path_factory.mktemp("ast"))
+
+
+@pytest.fixture(scope="session")
+def speech_wav() -> bytes:
+    """About 3 s of real English speech (espeak-ng, 22.05 kHz 16-bit mono wav)."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
+    text = "The quick brown fox jumps over the lazy dog, then it runs home."
+    return subprocess.run(["espeak-ng", "--stdout", text], check=True, capture_output=True).stdout
+
+
+# --- text to speech: a tiny random Kokoro in the published folder format -------------------------
+@pytest.fixture(scope="session")
+def kokoro_checkpoint(tmp_path_factory) -> Path:
+    """Tiny random Kokoro (config.json, kokoro-v1_0.pth, voices/af_heart|af_bella|am_adam.pt).
+
+    One 25 ms frame per phoneme keeps its fixed-size decoder's work small.
+    """
+    from scripts.checkpoints.kokoro import build_kokoro_checkpoint
+    return build_kokoro_checkpoint(tmp_path_factory.mktemp("kokoro"), frames_per_phoneme=1.0)

@@ -25,7 +25,7 @@ def test_ready_lists_loaded_available_and_disabled(make_app):
     body = client.get("/ready").json
     assert body["status"] == "ready"
     assert body["loaded"] == ["fake"] and "ai_voice" in body["disabled"] and "tts" in body["available"]
-    assert body["memory"]["budget_mb"] == 512
+    assert body["memory"]["budget_mb"] == round(app.extensions["registry"].effective_budget_mb, 1)
 
 
 def test_ready_is_503_until_pinned_models_are_loaded(make_app):

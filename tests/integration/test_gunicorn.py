@@ -1,12 +1,18 @@
 """Real Gunicorn with gunicorn_config.py on a loopback port."""
 from __future__ import annotations
 
+import time
+
 import psutil
 import requests
 
 
-def _workers(server) -> list[psutil.Process]:
-    return psutil.Process(server.proc.pid).children()
+def _workers(server, expected: int = 1, timeout_s: float = 30) -> list[psutil.Process]:
+    """The master's workers, once `expected` of them have booted (/health answers after the first)."""
+    deadline = time.time() + timeout_s
+    while len(children := psutil.Process(server.proc.pid).children()) < expected and time.time() < deadline:
+        time.sleep(0.2)
+    return children
 
 
 def test_default_is_one_worker(live_server):
@@ -17,7 +23,7 @@ def test_default_is_one_worker(live_server):
 
 def test_two_workers_with_preload(live_server):
     server = live_server({"WORKERS": "2", "PRELOAD": "true"})
-    workers = _workers(server)
+    workers = _workers(server, expected=2)
     assert len(workers) == 2
     pids = {requests.get(server.url + "/health", timeout=5).json()["pid"] for _ in range(20)}
     assert pids <= {w.pid for w in workers}
@@ -32,3 +38,16 @@ def test_errors_from_gunicorn_are_json(live_server):
                              headers={"x-api-key": "k"}, timeout=10)
     assert response.status_code == 413 and response.json()["error"]["code"] == "payload_too_large"
     assert requests.get(server.url + "/health", timeout=5).status_code == 200  # the worker survived
+
+
+def test_pinned_models_load_in_each_worker_after_fork_not_in_the_master(live_server):
+    env = {"WORKERS": "2", "PRELOAD": "true", "PRELOAD_MODELS": "tts", "FAKE_MODELS_MB": "tts=100"}
+    server = live_server(env, wait_path="/ready", app="tests.budget_app:create_app()")
+    workers = _workers(server, expected=2)
+    pids = {requests.post(server.url + "/fake/tts", json={}, timeout=10).json()["pid"] for _ in range(30)}
+    assert pids == {w.pid for w in workers}  # both workers answer, each with its own pinned copy
+    own_mb = [w.memory_full_info().uss / 2**20 for w in workers]  # pages of its own, not shared
+    assert all(mb > 100 for mb in own_mb), own_mb  # each worker holds its own 100 MB model
+    master_mb = psutil.Process(server.proc.pid).memory_info().rss / 2**20
+    assert all(w.memory_info().rss / 2**20 - master_mb > 60 for w in workers)  # the master holds none
+    assert server.output().count("event=model_loaded model=tts") == 2
