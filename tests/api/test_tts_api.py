@@ -1,0 +1,180 @@
+"""TTS over HTTP with a tiny random Kokoro: text -> G2P -> model -> encoder -> response -> soundfile."""
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile
+
+from backend import create_app
+from config import build_settings
+from tests.conftest import ROOT
+
+TWO_SENTENCES = "Hello there. And then a second sentence."  # the first sentence is always its own piece
+
+
+@pytest.fixture(scope="module")
+def app(kokoro_checkpoint):
+    app = create_app(build_settings(kokoro_model_dir=kokoro_checkpoint, memory_budget_mb=16384, model_ttl_s=-1,
+                                    inference_threads=1,
+                                    prometheus_multiproc_dir=None, max_text_chars=2000))
+    app.config["TESTING"] = True
+    yield app
+    app.extensions["registry"].shutdown()
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    return app.test_client()
+
+
+def decoded(data: bytes) -> tuple[np.ndarray, int, str]:
+    info = soundfile.info(io.BytesIO(data))
+    audio, rate = soundfile.read(io.BytesIO(data), dtype="float32")
+    return audio, rate, info.format
+
+
+def test_voices_are_listed_without_loading_the_model_or_importing_torch(kokoro_checkpoint) -> None:
+    code = (
+        "import json, sys\n"
+        "from backend import create_app\n"
+        "from config import build_settings\n"
+        f"app = create_app(build_settings(kokoro_model_dir={str(kokoro_checkpoint)!r}, prometheus_multiproc_dir=None))\n"
+        "client = app.test_client()\n"
+        "a, b = client.get('/api/voices'), client.get('/v1/audio/voices')\n"
+        "print(json.dumps({'status': [a.status_code, b.status_code], 'body': a.get_json(), 'same': a.data == b.data,\n"
+        "  'state': app.extensions['registry'].state('tts').value, 'torch': 'torch' in sys.modules}))\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["status"] == [200, 200] and out["same"] and out["state"] == "not loaded" and not out["torch"]
+    body = out["body"]
+    assert body["default"] == "af_heart" and body["backend"] == "torch"
+    assert body["voices"][0] == {"name": "af_bella", "lang_code": "a", "language": "American English",
+                                 "locale": "en-us"}
+    assert [v["name"] for v in body["voices"]] == ["af_bella", "af_heart", "am_adam"]
+
+
+def test_api_tts_returns_a_wav(client) -> None:
+    response = client.post("/api/tts", json={"text": "Hello world.", "voice": "af_heart", "format": "wav"})
+    assert response.status_code == 200, response.get_json()
+    assert response.mimetype == "audio/wav" and response.headers["X-Voice"] == "af_heart"
+    assert response.data[:4] == b"RIFF" and response.data[8:12] == b"WAVE"
+    audio, rate, fmt = decoded(response.data)
+    assert rate == 24000 and fmt == "WAV" and len(audio) / rate > 0.1
+    assert np.abs(audio).max() > 0
+
+
+@pytest.mark.parametrize("fmt, container", [("mp3", "MP3"), ("opus", "OGG"), ("flac", "FLAC"), ("wav", "WAV")])
+def test_openai_endpoint_formats(client, fmt, container) -> None:
+    response = client.post("/v1/audio/speech", json={"model": "tts-1", "input": "Good morning.",
+                                                     "voice": "alloy", "response_format": fmt})
+    assert response.status_code == 200, response.get_json()
+    audio, rate, got = decoded(response.data)
+    assert (rate, got) == (24000, container) and len(audio) > 0.1 * rate
+    assert response.headers["X-Voice"] == "af_heart"  # an OpenAI voice name gets DEFAULT_VOICE
+
+
+def test_pcm_is_raw_16_bit(client) -> None:
+    wav = client.post("/api/tts", json={"text": "Hi.", "format": "wav", "voice": "am_adam"})
+    pcm = client.post("/api/tts", json={"text": "Hi.", "format": "pcm", "voice": "am_adam"})
+    assert pcm.status_code == 200 and pcm.mimetype == "audio/L16"
+    assert len(pcm.data) == len(wav.data) - 44  # durations are deterministic: same samples, no header
+
+
+def test_voice_mix_is_accepted(client) -> None:
+    response = client.post("/api/tts", json={"text": "Mixed.", "voice": "af_bella(2)+af_heart(1)", "format": "wav"})
+    assert response.status_code == 200
+    assert response.headers["X-Voice"] == "af_bella(2)+af_heart(1)"
+
+
+def test_long_text_streams_piece_by_piece(app, client, monkeypatch) -> None:
+    registry = app.extensions["registry"]
+    with registry.acquire("tts") as pipe:
+        pass
+    calls: list[int] = []
+    original = pipe._synthesize
+    monkeypatch.setattr(pipe, "_synthesize", lambda ids, *a: calls.append(len(ids)) or original(ids, *a))
+    response = client.post("/api/tts", json={"text": TWO_SENTENCES, "format": "wav"}, buffered=False)
+    assert response.status_code == 200 and response.is_streamed and "Content-Length" not in response.headers
+    chunks = iter(response.response)
+    first = next(chunks)
+    assert len(calls) == 1  # the first bytes left after one piece was synthesised
+    assert first[:4] == b"RIFF"
+    assert registry.snapshot()[0]["in_use"] == 1  # the model is checked out while streaming
+    data = first + b"".join(chunks)
+    response.close()
+    assert len(calls) == 2
+    assert registry.snapshot()[0]["in_use"] == 0
+    audio, rate, _ = decoded(data)
+    assert rate == 24000 and len(audio) == (len(data) - 44) // 2
+
+
+@pytest.mark.parametrize("path, body, status, code", [
+    ("/api/tts", {"text": ""}, 400, "bad_request"),
+    ("/api/tts", {"text": "   \n "}, 400, "bad_request"),
+    ("/api/tts", {"text": "x" * 2001}, 400, "bad_request"),
+    ("/api/tts", {"text": "... !?"}, 400, "bad_request"),
+    ("/api/tts", {"text": "hi", "voice": "af_nobody"}, 400, "voice_not_found"),
+    ("/api/tts", {"text": "hi", "voice": "../../etc/passwd"}, 400, "voice_not_found"),
+    ("/api/tts", {"text": "hi", "speed": 0.1}, 400, "bad_request"),
+    ("/api/tts", {"text": "hi", "speed": 4.01}, 400, "bad_request"),
+    ("/api/tts", {"text": "hi", "format": "aiff"}, 400, "unsupported_format"),
+    ("/api/tts", {"text": "hi", "format": "aac"}, 400, "unsupported_format"),
+    ("/api/tts", {"voice": "af_heart"}, 400, "bad_request"),
+    ("/api/tts", {"text": "hi", "colour": "blue"}, 400, "bad_request"),
+    ("/api/tts", ["not", "an", "object"], 400, "bad_request"),
+    ("/v1/audio/speech", {"model": "tts-1", "input": "", "voice": "alloy"}, 400, "bad_request"),
+    ("/v1/audio/speech", {"model": "tts-1", "input": "hi", "voice": "af_x/../y"}, 400, "voice_not_found"),
+    ("/v1/audio/speech", {"model": "tts-1", "input": "hi", "response_format": "aac"}, 400, "unsupported_format"),
+    ("/v1/audio/speech", {"model": "tts-1", "input": "hi", "speed": 9}, 400, "bad_request"),
+    ("/v1/audio/speech", {"model": "tts-1", "input": "hi", "stream_format": "sse"}, 400, "bad_request"),
+])
+def test_bad_input_is_a_json_4xx(client, path, body, status, code) -> None:
+    response = client.post(path, json=body)
+    assert response.status_code == status
+    assert response.get_json()["error"]["code"] == code
+    assert response.get_json()["error"]["message"]
+
+
+def test_unknown_voice_lists_the_available_ones(client) -> None:
+    error = client.post("/api/tts", json={"text": "hi", "voice": "af_nobody"}).get_json()["error"]
+    assert error["available"] == ["af_bella", "af_heart", "am_adam"]
+
+
+def test_wrong_content_type_and_broken_json(client) -> None:
+    assert client.post("/api/tts", data="hello", content_type="text/plain").status_code == 415
+    broken = client.post("/v1/audio/speech", data="{not json", content_type="application/json")
+    assert broken.status_code == 400 and broken.get_json()["error"]["code"] == "bad_request"
+
+
+def test_offline_without_weights_is_a_503_and_the_app_stays_up(make_app, tmp_path, monkeypatch) -> None:
+    from huggingface_hub import constants
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    client = make_app(memory_budget_mb=16384).test_client()
+    for _ in range(2):  # a failed build is retried, and fails the same clear way
+        response = client.post("/v1/audio/speech", json={"model": "tts-1", "input": "hi", "voice": "af_heart"})
+        error = response.get_json()["error"]
+        assert response.status_code == 503 and error["code"] == "model_unavailable"
+        assert "huggingface-cli download hexgrad/Kokoro-82M" in error["message"]
+        assert "kokoro-v1_0.pth" in error["missing"]
+    assert client.get("/health").status_code == 200
+    assert client.get("/api/voices").get_json()["voices"] == []
+
+
+def test_misaki_g2p_without_spacy_model_is_a_503(make_app, kokoro_checkpoint, monkeypatch) -> None:
+    import importlib.util
+
+    from backend.pipelines.tts import common
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(common.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "en_core_web_sm" else real_find_spec(name, *a))
+    client = make_app(kokoro_model_dir=kokoro_checkpoint, kokoro_g2p="misaki", memory_budget_mb=16384,
+                      inference_threads=1).test_client()
+    response = client.post("/api/tts", json={"text": "hi"})
+    assert response.status_code == 503 and "en_core_web_sm" in response.get_json()["error"]["message"]
