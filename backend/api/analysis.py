@@ -1,6 +1,208 @@
-"""Voice analysis over HTTP: language, AI-voice, both at once, and the /api/voice-detection contract."""
+"""Voice analysis over HTTP: language, AI-voice, both at once, and the /api/voice-detection contract.
+
+Audio arrives as a multipart upload (field `file`), a raw body (any Content-Type but JSON and
+form data), or JSON with base64 in `audioBase64` (a data: URL prefix is accepted). It is
+decoded once by backend.audio.decode and handed to the pipelines as mono float32 at 16 kHz.
+
+/api/voice-detection speaks the envelope its clients expect: {"status": "success", ...} or
+{"status": "error", "message"} with a 4xx/5xx code, never the generic {"error": {...}}.
+"""
 from __future__ import annotations
 
-from flask import Blueprint
+import base64
+import binascii
+import logging
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from backend.api import json_object
+from backend.audio.decode import DecodedAudio, decode_audio
+from backend.auth import require_api_key
+from backend.errors import ApiError, BadRequest, ModelDisabled, error_response, too_large
+
+logger = logging.getLogger(__name__)
 
 bp = Blueprint("analysis", __name__)
+
+CONTRACT_ENDPOINT = "analysis.voice_detection"
+CONTRACT_FORMATS = ("mp3", "wav", "flac", "ogg", "opus")
+
+
+# --- routes ------------------------------------------------------------------------------------
+@bp.post("/api/detect-language")
+def detect_language():
+    require_api_key()
+    _enabled_or_raise("language")
+    body = _json_if_any()
+    audio = _decoded_upload(body)
+    result = _detect_language(audio, _options(body))
+    return jsonify({"status": "success", **result, "input": audio.describe()})
+
+
+@bp.post("/api/detect-ai-voice")
+def detect_ai_voice():
+    require_api_key()
+    _enabled_or_raise("ai_voice")
+    body = _json_if_any()
+    audio = _decoded_upload(body)
+    result = _detect_ai_voice(audio)
+    return jsonify({"status": "success", **result, "input": audio.describe()})
+
+
+@bp.post("/api/analyze")
+def analyze():
+    """Both analyses on one decode; a disabled one answers {"status": "disabled"} in its slot."""
+    require_api_key()
+    registry = current_app.extensions["registry"]
+    if not registry.is_enabled("language") and not registry.is_enabled("ai_voice"):
+        raise ModelDisabled("language detection and AI-voice detection are both disabled by configuration")
+    body = _json_if_any()
+    options = _options(body)
+    audio = _decoded_upload(body)
+    language = (_detect_language(audio, options) if registry.is_enabled("language")
+                else _disabled_slot("language"))
+    ai_voice = _detect_ai_voice(audio) if registry.is_enabled("ai_voice") else _disabled_slot("ai_voice")
+    return jsonify({"status": "success", "language": language, "ai_voice": ai_voice, "input": audio.describe()})
+
+
+@bp.post("/api/voice-detection")
+def voice_detection():
+    """{"language", "audioFormat", "audioBase64"} -> {"status", "language", "classification", "confidenceScore", "explanation"}."""
+    require_api_key()
+    body = json_object()
+    language = body.get("language")
+    if not isinstance(language, str) or not language.strip():
+        raise BadRequest("'language' is required: the language spoken in the audio, e.g. \"English\"")
+    audio_format = body.get("audioFormat")
+    if not isinstance(audio_format, str) or audio_format.lower() not in CONTRACT_FORMATS:
+        raise BadRequest(f"'audioFormat' must be one of {', '.join(CONTRACT_FORMATS)}, got {audio_format!r}")
+    if "audioBase64" not in body:
+        raise BadRequest("'audioBase64' is required: the audio file, base64-encoded")
+    _enabled_or_raise("ai_voice")
+    audio = _decode(_base64_audio(body["audioBase64"]))
+    result = _detect_ai_voice(audio)
+    synthetic = result["is_ai_generated"]
+    confidence = result["score"] if synthetic else 1.0 - result["score"]
+    return jsonify({
+        "status": "success", "language": language.strip(),
+        "classification": "AI_GENERATED" if synthetic else "HUMAN",
+        "confidenceScore": round(confidence, 4),
+        "explanation": _explanation(result, synthetic),
+    })
+
+
+@bp.errorhandler(ApiError)
+def _analysis_error(error: ApiError):
+    if request.endpoint == CONTRACT_ENDPOINT:
+        return _contract_error(error.status, error.message, error.headers)
+    if isinstance(error, ModelDisabled):
+        # Disabled is a state, not a fault: say so at the top level too, never a made-up answer.
+        body = {"status": "disabled", **error.to_dict()}
+        response = jsonify(body)
+        response.status_code = error.status
+        return response
+    return error_response(error)
+
+
+@bp.errorhandler(HTTPException)
+def _analysis_http_error(error: HTTPException):
+    status = error.code or 500
+    if status == 413:
+        api_error = too_large(current_app.config.get("MAX_CONTENT_LENGTH") or 0)
+        if request.endpoint == CONTRACT_ENDPOINT:
+            return _contract_error(413, api_error.message)
+        return error_response(api_error)
+    if request.endpoint == CONTRACT_ENDPOINT:
+        return _contract_error(status, error.description or error.name)
+    # The generic envelope, with the code backend.errors gives the same status ("Not Found" -> not_found).
+    api_error = ApiError(error.description or error.name)
+    api_error.status, api_error.code = status, error.name.lower().replace(" ", "_")
+    return error_response(api_error)
+
+
+# --- helpers -----------------------------------------------------------------------------------
+def _contract_error(status: int, message: str, headers: dict[str, str] | None = None):
+    response = jsonify({"status": "error", "message": message})
+    response.status_code = status
+    response.headers.update(headers or {})
+    return response
+
+
+def _enabled_or_raise(name: str) -> None:
+    if not current_app.extensions["registry"].is_enabled(name):
+        what = {"language": "language detection (ENABLE_LANGUAGE_DETECTION)",
+                "ai_voice": "AI-voice detection (ENABLE_AI_VOICE_DETECTION)"}[name]
+        raise ModelDisabled(f"{what} is disabled by configuration", model=name)
+
+
+def _disabled_slot(name: str) -> dict[str, Any]:
+    return {"status": "disabled", "model": name, "message": f"{name} is disabled by configuration"}
+
+
+def _detect_language(audio: DecodedAudio, options: dict[str, Any]) -> dict[str, Any]:
+    with current_app.extensions["registry"].acquire("language") as pipe:
+        return pipe({"audio": audio.samples, **options})
+
+
+def _detect_ai_voice(audio: DecodedAudio) -> dict[str, Any]:
+    with current_app.extensions["registry"].acquire("ai_voice") as pipe:
+        return pipe({"audio": audio.samples})
+
+
+def _json_if_any() -> dict[str, Any] | None:
+    return json_object() if request.is_json else None
+
+
+def _decoded_upload(body: dict[str, Any] | None) -> DecodedAudio:
+    """The request's audio, from JSON base64, a multipart `file` field or the raw body."""
+    if body is not None:
+        if "audioBase64" not in body:
+            raise BadRequest("JSON requests carry the audio base64-encoded in 'audioBase64'")
+        return _decode(_base64_audio(body["audioBase64"]))
+    if request.mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        upload = request.files.get("file")
+        if upload is None:
+            raise BadRequest("multipart uploads carry the audio in the field 'file'")
+        return _decode(upload.read())
+    return _decode(request.get_data(cache=False))
+
+
+def _decode(data: bytes) -> DecodedAudio:
+    return decode_audio(data, max_seconds=current_app.config["SETTINGS"].max_audio_seconds)
+
+
+def _base64_audio(value: Any) -> bytes:
+    if not isinstance(value, str) or not value.strip():
+        raise BadRequest("'audioBase64' must be a non-empty base64 string")
+    text = value.strip()
+    if text.startswith("data:"):
+        text = text.partition(",")[2]
+    try:
+        return base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise BadRequest(f"'audioBase64' is not valid base64: {exc}") from exc
+
+
+def _options(body: dict[str, Any] | None) -> dict[str, Any]:
+    """top_k and allowed_languages from the JSON body, or from form fields / the query string."""
+    source: dict[str, Any] = dict(request.args)
+    if request.form:
+        source.update(request.form)
+    if body is not None:
+        source.update(body)
+    top_k: Any = source.get("top_k", source.get("topK"))  # validated by the pipeline against its languages
+    allowed: Any = source.get("allowed_languages", source.get("allowedLanguages"))
+    if isinstance(allowed, str):
+        allowed = [code for code in (c.strip() for c in allowed.split(",")) if code]
+    return {"top_k": top_k, "allowed_languages": allowed}
+
+
+def _explanation(result: dict[str, Any], synthetic: bool) -> str:
+    verdict = "at or above" if synthetic else "below"
+    windows = result["windows"]
+    return (f"Synthetic-voice score {result['score']:.3f} (mean over {windows} window{'s' if windows != 1 else ''} "
+            f"of {result['seconds_analysed']:.1f} s of audio, highest window {result['score_max']:.3f}) is {verdict} "
+            f"the decision threshold {result['threshold']:.2f}; model {result['model']}, "
+            f"labels counted as synthetic: {', '.join(result['synthetic_labels'])}.")
