@@ -28,10 +28,12 @@ COPY scripts ./scripts
 RUN python scripts/export_onnx.py --out /app/models/onnx
 
 # --- build-lean: no torch, no transformers --------------------------------------------------------
+# The check fails the build if anything in the lean install pulled torch or transformers.
 FROM base AS build-lean
 RUN python -m venv /opt/venv
 COPY requirements-lean.txt ./
-RUN pip install -r requirements-lean.txt
+RUN pip install -r requirements-lean.txt \
+ && ! pip show torch transformers 2>/dev/null | grep -q '^Name:'
 
 # --- full: torch reference backend ----------------------------------------------------------------
 FROM base AS full

@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     onnx_cpu_arena: bool = Field(False, description="ONNX Runtime CPU memory arena: faster repeated runs, but keeps peak activation memory reserved.")
     onnx_mem_pattern: bool = Field(False, description="ONNX Runtime memory-pattern planning: pre-allocates per input shape; costs memory when shapes vary (TTS).")
     onnx_dir: Path | None = Field(None, description="Folder of exported ONNX models (kokoro/, whisper/, ast/ from scripts/export_onnx.py); unset = MODEL_DIR/onnx.")
+    malloc_mmap_threshold_kb: int = Field(1024, ge=0, le=32_768, description="glibc mmap threshold set when an ONNX session is made, KB (0..32768): larger activations are mmap'd and returned to the OS when freed (Kokoro synthesis peak 1.5 GB -> 0.35 GB); 0 = glibc's sliding default.")
 
     # --- Text to speech -------------------------------------------------------------------------
     kokoro_model_dir: Path | None = Field(None, description="Local Kokoro folder (config.json, *.pth, voices/*.pt); unset = KOKORO_REPO_ID from the hub cache.")
@@ -67,6 +68,7 @@ class Settings(BaseSettings):
     kokoro_g2p: Literal["espeak", "misaki"] = Field("espeak", description="English phonemiser: espeak (offline, no spaCy) or misaki (dictionary + spaCy en_core_web_sm, better heteronyms).")
     default_voice: str = Field("af_heart", description="Voice used when a request names none.")
     max_text_chars: int = Field(5000, ge=1, le=1_000_000, description="Longest text accepted by TTS, characters.")
+    tts_piece_tokens: int = Field(150, ge=16, le=510, description="Longest piece of phonemes TTS synthesises at once (16..510 tokens; Kokoro's limit is 510). Peak memory grows with it (ONNX int8: ~340 MB RSS at 100, ~500 at 250, ~660 at 500); longer sentences are cut at clauses, then words.")
 
     # --- Voice analysis -------------------------------------------------------------------------
     whisper_model: str = Field("openai/whisper-tiny", description="Whisper for language detection: Hugging Face id or local folder.")

@@ -1,0 +1,101 @@
+"""What every exporter shares: the int8 step, the parity record and its table."""
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+OPSET = 17
+
+
+@dataclass
+class Parity:
+    """One parity measurement: torch vs ONNX on the same inputs."""
+
+    model: str
+    variant: str  # fp32 or int8
+    metric: str  # "max abs err", "max abs err / peak", "top-1 agreement"
+    value: float
+    tolerance: float
+    higher_is_better: bool = False
+    shipped: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.value >= self.tolerance if self.higher_is_better else self.value <= self.tolerance
+
+    def as_row(self) -> str:
+        bound = ">=" if self.higher_is_better else "<="
+        status = "ok" if self.ok else "FAIL"
+        return (f"| {self.model} | {self.variant} | {self.metric} | {self.value:.3g} | {bound} {self.tolerance:g} "
+                f"| {status} | {'yes' if self.shipped else 'no'} |")
+
+
+def table(rows: list[Parity]) -> str:
+    head = "| model | variant | metric | value | tolerance | parity | shipped |\n|---|---|---|---|---|---|---|"
+    return "\n".join([head, *(row.as_row() for row in rows)])
+
+
+def torch_to_onnx(module, example: tuple, path: Path, input_names: list[str], output_names: list[str],
+                  dynamic_axes: dict[str, dict[int, str]]) -> None:
+    """torch.onnx's TorchScript exporter (the dynamo one needs onnxscript, not installed); its tracer notes silenced."""
+    import torch
+
+    with warnings.catch_warnings():
+        # Tracer and deprecation notes about the legacy exporter are expected; parity checks the result.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, example, str(path), dynamo=False, opset_version=OPSET, input_names=input_names,
+                          output_names=output_names, dynamic_axes=dynamic_axes)
+
+
+def quantize_int8(fp32_path: Path, int8_path: Path, op_types: list[str] | None = None) -> None:
+    """Dynamic int8 weights (activations quantised at run time), ONNX Runtime's own quantiser."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(fp32_path), str(int8_path), weight_type=QuantType.QInt8, per_channel=False,
+                     op_types_to_quantize=op_types)
+
+
+def run_onnx(path: Path, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Outputs of one run with the server's own session factory and default settings."""
+    from backend.pipelines.onnx_session import make_session
+    from config import build_settings
+
+    session = make_session(path, build_settings())
+    return session.run(None, feeds)
+
+
+def max_abs(a: np.ndarray, b: np.ndarray) -> float:
+    if a.shape != b.shape:
+        return float("inf")
+    return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).max())
+
+
+def top1_agreement(reference: np.ndarray, candidate: np.ndarray) -> float:
+    return float((reference.argmax(-1) == candidate.argmax(-1)).mean())
+
+
+def write_meta(folder: Path, meta: dict[str, Any]) -> None:
+    (folder / "meta.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def choose(fp32: Path, int8: Path | None, rows_fp32: list[Parity], rows_int8: list[Parity]) -> Path:
+    """The variant to ship: int8 when its parity holds, else fp32; fp32 parity must always hold."""
+    if int8 is not None and rows_int8 and all(row.ok for row in rows_int8):
+        for row in rows_int8:
+            row.shipped = True
+        fp32.unlink(missing_ok=True)
+        return int8
+    if int8 is not None:
+        logger.warning("%s: int8 parity out of tolerance, shipping fp32", int8.parent.name)
+        int8.unlink(missing_ok=True)
+    for row in rows_fp32:
+        row.shipped = True
+    return fp32
