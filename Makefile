@@ -7,8 +7,10 @@ serve:
 test:
 	./scripts/test.sh
 
-# Prove a configuration fits before deploying it; pass settings as env, e.g.
-#   make budget-check WORKERS=2 BACKEND=onnx
+# Prove a configuration fits before deploying it; settings as make variables (they reach the
+# script's environment), options in ARGS, e.g.
+#   make budget-check WORKERS=2 BACKEND=onnx ARGS="--duration 120 --concurrency 4"
+#   make budget-check ARGS="--matrix scripts/budget/configs.txt"
 budget-check:
 	./scripts/setup.sh dev && .venv/bin/python scripts/budget_check.py $(ARGS)
 

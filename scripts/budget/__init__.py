@@ -1,0 +1,1 @@
+"""The budget check (scripts/budget_check.py): cgroup, server, workload, report."""
