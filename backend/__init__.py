@@ -27,7 +27,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.sort_keys = False
 
     registry = ModelRegistry(settings.memory_budget_mb, margin_mb=settings.memory_margin_mb,
-                             ttl_s=settings.model_ttl_s, retry_after_s=settings.retry_after_s)
+                             ttl_s=settings.model_ttl_s, retry_after_s=settings.retry_after_s,
+                             queue_timeout_s=settings.queue_timeout_s)
     for spec in model_specs(settings):
         registry.register(spec)
     registry.subscribe(metrics.on_registry_event)

@@ -114,6 +114,10 @@ class BudgetExceeded(ServiceUnavailable):
     code = "memory_budget_exceeded"
 
 
+class ModelSaturated(ServiceUnavailable):
+    code = "model_busy"
+
+
 _HTTP_ERRORS: dict[int, type[ApiError]] = {
     400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 405: MethodNotAllowed,
     409: Conflict, 413: PayloadTooLarge, 415: UnsupportedMediaType, 422: UnprocessableEntity,

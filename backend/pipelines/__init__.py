@@ -26,7 +26,7 @@ PIPELINE_CLASSES: dict[tuple[str, str], str] = {
 # Peak MB a first build adds to a fresh worker, imports included (../shared/MEASUREMENTS.md);
 # used until the registry has measured the real figure.
 ESTIMATE_MB: dict[tuple[str, str], float] = {
-    ("tts", "torch"): 1100, ("tts", "onnx"): 330,
+    ("tts", "torch"): 1190, ("tts", "onnx"): 360,
     ("language", "torch"): 450, ("language", "onnx"): 120,
     ("ai_voice", "torch"): 750, ("ai_voice", "onnx"): 250,
 }
@@ -56,5 +56,5 @@ def model_specs(settings: Settings) -> list[ModelSpec]:
         specs.append(ModelSpec(
             name=name, factory=factory, estimate_mb=ESTIMATE_MB[(name, backend)],
             enabled=settings.model_enabled(name), pinned=name in settings.preload_models,
-            description=f"{DESCRIPTIONS[name]} ({backend})"))
+            description=f"{DESCRIPTIONS[name]} ({backend})", max_concurrency=settings.model_concurrency))
     return specs

@@ -21,7 +21,8 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from backend.errors import ApiError, BudgetExceeded, ModelBusy, ModelDisabled, ModelUnavailable, NotFound
+from backend.errors import (ApiError, BudgetExceeded, ModelBusy, ModelDisabled, ModelSaturated, ModelUnavailable,
+                            NotFound)
 from backend.memory import readings
 
 if TYPE_CHECKING:  # typing only: backend.pipelines imports the registry's ModelSpec
@@ -47,6 +48,9 @@ class ModelSpec:
     enabled: bool = True
     pinned: bool = False
     description: str = ""
+    #: requests one worker runs through this model at once; the rest queue. Each running request
+    #: holds its own activations, so this bounds the model's transient memory.
+    max_concurrency: int = 1
 
 
 @dataclass
@@ -94,10 +98,12 @@ class _Entry:
 class Lease:
     """A checked-out pipeline; release() is idempotent so streaming responses can call it on close."""
 
-    def __init__(self, registry: ModelRegistry, name: str, pipeline: Pipeline, start_rss_mb: float | None) -> None:
+    def __init__(self, registry: ModelRegistry, name: str, pipeline: Pipeline, start_rss_mb: float | None,
+                 slot: threading.Semaphore) -> None:
         self._registry = registry
         self.name = name
         self.pipeline = pipeline
+        self._slot = slot
         self._start_rss_mb = start_rss_mb  # set when this request's peak can be attributed to it alone
         self._released = False
         self._lock = threading.Lock()
@@ -107,6 +113,7 @@ class Lease:
             if self._released:
                 return
             self._released = True
+        self._slot.release()
         self._registry._checkin(self.name, self._start_rss_mb)
 
 
@@ -117,11 +124,14 @@ class ModelRegistry:
     """Owns model lifetime: lazy single-flight builds, use counts, TTL, LRU eviction, admission."""
 
     def __init__(self, budget_mb: float, *, margin_mb: float = 48, ttl_s: int = 300,
-                 retry_after_s: int = 30, memory: readings.ServiceMemory | None = None) -> None:
+                 retry_after_s: int = 30, queue_timeout_s: float = 30,
+                 memory: readings.ServiceMemory | None = None) -> None:
         self.budget_mb = float(budget_mb)
         self.margin_mb = float(margin_mb)
         self.ttl_s = ttl_s
         self.retry_after_s = retry_after_s
+        self.queue_timeout_s = queue_timeout_s
+        self._slots: dict[str, threading.Semaphore] = {}
         self.memory = memory or readings.ServiceMemory()
         self._entries: dict[str, _Entry] = {}
         self._lock = threading.Lock()
@@ -134,6 +144,7 @@ class ModelRegistry:
     def register(self, spec: ModelSpec) -> None:
         entry = _Entry(spec=spec, state=ModelState.NOT_LOADED if spec.enabled else ModelState.DISABLED)
         self._entries[spec.name] = entry
+        self._slots[spec.name] = threading.BoundedSemaphore(spec.max_concurrency)
 
     def subscribe(self, listener: EventListener) -> None:
         """Call listener(event, model, facts) on load, unload, evict and refuse."""
@@ -193,7 +204,14 @@ class ModelRegistry:
     def lease(self, name: str) -> Lease:
         """Check a pipeline out (building it if needed); the caller must release() it."""
         pipeline = self._checkout(name)
-        return Lease(self, name, pipeline, self._start_request_measurement())
+        slot = self._slots[name]
+        if not slot.acquire(timeout=self.queue_timeout_s):
+            self._checkin(name)
+            raise ModelSaturated(
+                f"model {name!r} is busy with other requests (it serves {self._entries[name].spec.max_concurrency} "
+                f"at a time to bound its memory) and none finished within {self.queue_timeout_s:g} s; retry later",
+                headers={"Retry-After": str(self.retry_after_s)}, model=name)
+        return Lease(self, name, pipeline, self._start_request_measurement(), slot)
 
     @contextmanager
     def acquire(self, name: str) -> Iterator[Pipeline]:
@@ -205,9 +223,9 @@ class ModelRegistry:
             lease.release()
 
     def load(self, name: str) -> None:
-        """Build a model now (admin endpoint, pinned models)."""
-        with self.acquire(name):
-            pass
+        """Build a model now (admin endpoint, pinned models); takes no request slot."""
+        self._checkout(name)
+        self._checkin(name)
 
     def _checkout(self, name: str) -> Pipeline:
         entry = self._entry_or_404(name)

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from backend.errors import BudgetExceeded, ModelBusy, ModelDisabled, ModelUnavailable, NotFound
+from backend.errors import BudgetExceeded, ModelBusy, ModelSaturated, ModelDisabled, ModelUnavailable, NotFound
 from backend.memory import readings
 from backend.registry import ModelState
 from tests.conftest import BrokenPipeline, FakeHeapPipeline, FakePipeline, fake_spec
@@ -221,3 +221,21 @@ def test_listeners_hear_load_evict_and_refuse(registry_factory):
     with pytest.raises(BudgetExceeded):
         registry.load("huge")
     assert events == [("load", "a"), ("evict", "a"), ("load", "b"), ("refuse", "huge")]
+
+
+def test_a_model_serves_one_request_at_a_time_and_a_long_wait_is_a_503(registry_factory):
+    registry = registry_factory([fake_spec("tts", 5)])
+    registry.queue_timeout_s = 0.2
+    order: list[str] = []
+    with registry.acquire("tts"):
+        waiter = threading.Thread(target=lambda: registry.acquire("tts").__enter__() and order.append("second"))
+        with pytest.raises(ModelSaturated) as caught:
+            with registry.acquire("tts"):
+                pass
+        assert caught.value.status == 503 and caught.value.headers["Retry-After"]
+        registry.queue_timeout_s = 5
+        waiter.start()
+        time.sleep(0.3)
+        assert order == []  # still queued behind the running request
+    waiter.join(timeout=5)
+    assert order == ["second"]
