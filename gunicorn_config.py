@@ -68,6 +68,15 @@ errorlog = "-"
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
 
 #
+# Control interface
+#
+#   control_socket_disable - Gunicorn 27's control socket defaults to one path per user
+#       (~/.gunicorn/gunicorn.ctl), shared by every Gunicorn on the machine; this service is
+#       managed by signals (and Render), so it opens none.
+#
+control_socket_disable = True
+
+#
 # Process naming
 #
 proc_name = "speech-api"
