@@ -28,7 +28,7 @@ PIPELINE_CLASSES: dict[tuple[str, str], str] = {
 ESTIMATE_MB: dict[tuple[str, str], float] = {
     ("tts", "torch"): 1190, ("tts", "onnx"): 360,
     ("language", "torch"): 450, ("language", "onnx"): 120,
-    ("ai_voice", "torch"): 750, ("ai_voice", "onnx"): 250,
+    ("ai_voice", "torch"): 750, ("ai_voice", "onnx"): 150,
 }
 
 DESCRIPTIONS = {
