@@ -107,8 +107,8 @@ def child(model: str, variant: str, folder: str, lengths: list[float], threads: 
     for seconds in lengths:
         t0 = time.perf_counter()
         result = run(voice(seconds))
-        latency[str(seconds)] = time.perf_counter() - t0
-        windows[str(seconds)] = result.get("windows") if isinstance(result, dict) else None
+        latency[f"{seconds:g}"] = time.perf_counter() - t0
+        windows[f"{seconds:g}"] = result.get("windows") if isinstance(result, dict) else None
     run_peak = _peak_mb()
     readings.release_memory()
     return {"model": model, "variant": variant, "start_rss": started_rss, "import_rss": import_rss,
@@ -160,12 +160,12 @@ def table(rows: list[dict], lengths: list[float]) -> str:
             + " | steady vs fp32 | latency vs fp32 (longest) |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     fp32 = {r["model"]: r for r in rows if r["variant"] == "fp32"}
-    longest = str(lengths[-1])
+    longest = f"{lengths[-1]:g}"
     for r in rows:
         base = fp32.get(r["model"])
         ratio_mem = f"{r['steady_rss'] / base['steady_rss']:.2f}x" if base else "-"
         ratio_lat = f"{r['latency_s'][longest] / base['latency_s'][longest]:.2f}x" if base else "-"
-        cells = " | ".join(f"{r['latency_s'][str(s)]:.2f} ({r['windows'][str(s)]})" for s in lengths)
+        cells = " | ".join(f"{r['latency_s'][f'{s:g}']:.2f} ({r['windows'][f'{s:g}']})" for s in lengths)
         lines.append(f"| {r['model']} | {r['variant']} | {r['load_s']:.2f} | {r['import_rss']:.0f} | {r['loaded_rss']:.0f} "
                      f"| {r['load_peak']:.0f} | {r['steady_rss']:.0f} | {r['run_peak']:.0f} | {cells} | {ratio_mem} | {ratio_lat} |")
     return "\n".join(lines)
