@@ -14,6 +14,11 @@ logger = logging.getLogger(__name__)
 
 OPSET = 17
 
+# Classifier parity (whisper language logits, AST labels).
+FP32_TOLERANCE = 1e-3  # max abs error of logits
+INT8_TOP1 = 1.0  # int8 must pick the same class on every parity input
+INT8_TOLERANCE = 0.5  # and stay this close in logits
+
 
 @dataclass
 class Parity:
@@ -84,6 +89,23 @@ def top1_agreement(reference: np.ndarray, candidate: np.ndarray) -> float:
 
 def write_meta(folder: Path, meta: dict[str, Any]) -> None:
     (folder / "meta.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def classifier_parity(family: str, fp32: Path, input_name: str, features: np.ndarray, reference: np.ndarray,
+                      int8: bool) -> tuple[Path, list[Parity]]:
+    """Parity of an exported classifier (logits) in fp32 and, if asked, int8; the file to ship and all rows."""
+    def rows(variant: str, got: np.ndarray, abs_tolerance: float, top1_tolerance: float) -> list[Parity]:
+        return [Parity(family, variant, "max abs err", max_abs(reference, got), abs_tolerance),
+                Parity(family, variant, "top-1 agreement", top1_agreement(reference, got), top1_tolerance, True)]
+
+    rows_fp32 = rows("fp32", run_onnx(fp32, {input_name: features})[0], FP32_TOLERANCE, 1.0)
+    rows_int8: list[Parity] = []
+    int8_path = None
+    if int8:
+        int8_path = fp32.with_name("model.int8.onnx")
+        quantize_int8(fp32, int8_path)
+        rows_int8 = rows("int8", run_onnx(int8_path, {input_name: features})[0], INT8_TOLERANCE, INT8_TOP1)
+    return choose(fp32, int8_path, rows_fp32, rows_int8), rows_fp32 + rows_int8
 
 
 def choose(fp32: Path, int8: Path | None, rows_fp32: list[Parity], rows_int8: list[Parity]) -> Path:

@@ -15,12 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from backend.audio.features import whisper_log_mel
-from scripts.export.common import Parity, choose, max_abs, quantize_int8, run_onnx, top1_agreement, torch_to_onnx, write_meta
+from scripts.export.common import Parity, classifier_parity, torch_to_onnx, write_meta
 from scripts.export.signals import parity_signals
 
-FP32_TOLERANCE = 1e-3  # max abs error of logits
-INT8_TOP1 = 1.0  # int8 must pick the same language on every parity input
-INT8_TOLERANCE = 0.5  # and stay this close in logits
 
 
 def language_tokens(source: str, model) -> dict[str, int]:
@@ -91,20 +88,7 @@ def export(source: str, out_dir: Path, *, int8: bool = True, n_inputs: int = 4) 
         torch_to_onnx(wrapper, (torch.from_numpy(features[:1]),), fp32, ["input_features"], ["language_logits"],
                       {"input_features": {0: "batch"}, "language_logits": {0: "batch"}})
         del model, wrapper
-        rows = []
-        got = run_onnx(fp32, {"input_features": features})[0]
-        rows_fp32 = [Parity("whisper", "fp32", "max abs err", max_abs(reference, got), FP32_TOLERANCE),
-                     Parity("whisper", "fp32", "top-1 agreement", top1_agreement(reference, got), 1.0, True)]
-        rows_int8: list[Parity] = []
-        int8_path = None
-        if int8:
-            int8_path = Path(tmp) / "model.int8.onnx"
-            quantize_int8(fp32, int8_path)
-            got = run_onnx(int8_path, {"input_features": features})[0]
-            rows_int8 = [Parity("whisper", "int8", "max abs err", max_abs(reference, got), INT8_TOLERANCE),
-                         Parity("whisper", "int8", "top-1 agreement", top1_agreement(reference, got), INT8_TOP1, True)]
-        chosen = choose(fp32, int8_path, rows_fp32, rows_int8)
-        rows = rows_fp32 + rows_int8
+        chosen, rows = classifier_parity("whisper", fp32, "input_features", features, reference, int8)
         shutil.move(chosen, out_dir / "model.onnx")
     write_meta(out_dir, {
         "family": "whisper", "source": str(source), "precision": "int8" if chosen.name.endswith("int8.onnx") else "fp32",

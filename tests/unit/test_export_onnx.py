@@ -18,7 +18,7 @@ from transformers import ASTForAudioClassification, WhisperForConditionalGenerat
 
 from backend.audio.features import ast_fbank, whisper_log_mel  # noqa: E402
 from scripts import export_onnx  # noqa: E402
-from scripts.export import ast as ast_export, whisper as whisper_export  # noqa: E402
+from scripts.export import common as export_common  # noqa: E402
 
 from scripts.checkpoints.ast import build_ast_checkpoint, label_map  # noqa: E402
 from scripts.checkpoints.whisper import START_OF_TRANSCRIPT_ID, build_whisper_checkpoint, lang_to_id, whisper_languages  # noqa: E402
@@ -106,13 +106,13 @@ def test_whisper_graph_ships_no_vocabulary_table(exported) -> None:
 
 
 def test_int8_out_of_tolerance_ships_fp32(tiny_checkpoints, tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(ast_export, "INT8_TOLERANCE", -1.0)
+    monkeypatch.setattr(export_common, "INT8_TOLERANCE", -1.0)
     assert export_onnx.main(["--out", str(tmp_path), "--models", "ai_voice", "--ast", str(tiny_checkpoints["ast"])]) == 0
     assert json.loads((tmp_path / "ast" / "meta.json").read_text())["precision"] == "fp32"
 
 
 def test_parity_failure_exits_non_zero(tiny_checkpoints, tmp_path, monkeypatch, capsys) -> None:
-    monkeypatch.setattr(whisper_export, "FP32_TOLERANCE", -1.0)
+    monkeypatch.setattr(export_common, "FP32_TOLERANCE", -1.0)
     code = export_onnx.main(["--out", str(tmp_path), "--models", "language", "--no-int8",
                              "--whisper", str(tiny_checkpoints["whisper"])])
     assert code == 1
