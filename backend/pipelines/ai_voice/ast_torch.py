@@ -10,7 +10,7 @@ import numpy as np
 
 from backend.errors import ModelUnavailable
 from backend.pipelines.ai_voice.common import AIVoiceDetector
-from backend.pipelines.language.whisper_torch import bf16_supported, detach_from_checkpoint_file, quantize_int8
+from backend.pipelines.language.whisper_torch import bf16_supported, detach_from_checkpoint_file, looks_local, quantize_int8
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class ASTTorchPipeline(AIVoiceDetector):
         from transformers import ASTFeatureExtractor, ASTForAudioClassification
 
         source = self.model_id
-        if source.startswith((".", "/", "~")) and not Path(source).is_dir():
+        if looks_local(source) and not Path(source).is_dir():
             raise ModelUnavailable(f"AI_VOICE_MODEL folder {source} does not exist; "
                                    + fetch_hint("MattyB95/AST-ASVspoof2019-Synthetic-Voice-Detection"), model=self.name)
         try:

@@ -86,7 +86,7 @@ class WhisperTorchPipeline(LanguageDetector):
         from transformers import GenerationConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
 
         source = self.model_id
-        if _looks_local(source) and not Path(source).is_dir():
+        if looks_local(source) and not Path(source).is_dir():
             raise ModelUnavailable(f"WHISPER_MODEL folder {source} does not exist; " + fetch_hint("openai/whisper-tiny"),
                                    model=self.name)
         try:
@@ -159,5 +159,6 @@ class WhisperTorchPipeline(LanguageDetector):
         return {**super().describe(), "dtype": self.dtype, "int8": self.quantized}
 
 
-def _looks_local(source: str) -> bool:
+def looks_local(source: str) -> bool:
+    """A model source meant as a local folder rather than a Hugging Face id."""
     return source.startswith((".", "/", "~")) or Path(source).exists() or source.count("/") > 1
