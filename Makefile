@@ -21,4 +21,4 @@ export-onnx:
 	./scripts/setup.sh full && .venv/bin/python scripts/export_onnx.py --out models/onnx
 
 config-table:
-	python3 scripts/config_table.py --write
+	./scripts/setup.sh dev && .venv/bin/python scripts/config_table.py --write

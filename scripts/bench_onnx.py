@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 TEXT = ("The quick brown fox jumps over the lazy dog. Memory budgets keep a small server alive, "
         "and measuring them is the only way to know.")

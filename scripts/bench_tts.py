@@ -129,7 +129,7 @@ def table(rows: list[dict]) -> str:
         if "error" in r:
             lines.append(f"| {r['variant']} | failed: {r['error']} |||||||| ")
             continue
-        def f(key, fmt="{:.2f}"):
+        def f(key, fmt="{:.2f}", r=r):
             return fmt.format(r[key]) if key in r else "-"
         lines.append(f"| {r['variant']} | {f('load_s')} | {f('load_peak_mb', '{:.0f}')} | {f('after_load_mb', '{:.0f}')} "
                      f"| {f('synth_peak_mb', '{:.0f}')} | {f('steady_mb', '{:.0f}')} | {f('short_rtf')} "
@@ -141,7 +141,7 @@ def table(rows: list[dict]) -> str:
         for r in rows:
             if "error" in r:
                 continue
-            def ratio(key):
+            def ratio(key, r=r):
                 return f"{r[key] / base[key]:.2f}" if key in r and key in base and base[key] else "-"
             lines.append(f"| {r['variant']} | {ratio('load_peak_mb')} | {ratio('steady_mb')} | {ratio('short_rtf')} "
                          f"| {ratio('long_rtf')} |")

@@ -29,13 +29,12 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from config import ConfigError, Settings
+from scripts.budget import report as reporting
+from scripts.budget.check import CheckOptions, run_check
+from scripts.budget.workload import PROFILES
 
-from config import ConfigError, Settings  # noqa: E402
-from scripts.budget import report as reporting  # noqa: E402
-from scripts.budget.check import CheckOptions, run_check  # noqa: E402
-from scripts.budget.workload import PROFILES  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 logger = logging.getLogger("budget_check")
 ASSIGNMENT = re.compile(r"^[A-Z][A-Z0-9_]*=")
@@ -146,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.matrix:
             configs = read_matrix(args.matrix)
-            for label, settings in configs:  # environment and CLI settings apply to every row; the row's own win
+            for _label, settings in configs:  # environment and CLI settings apply to every row; the row's own win
                 settings.update({k: v for k, v in common.items() if k not in settings})
         else:
             settings = common

@@ -1,6 +1,6 @@
 """Print the README's configuration table from config.Settings (the single source of truth).
 
-Usage: python scripts/config_table.py [--write]   (--write replaces the table in README.md;
+Usage: .venv/bin/python scripts/config_table.py [--write]   (--write replaces the table in README.md;
 tests/unit/test_config.py fails when the README's table is out of date).
 """
 from __future__ import annotations
@@ -8,9 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from config import Settings  # noqa: E402
+from config import Settings
 
 
 def _default(value: object) -> str:

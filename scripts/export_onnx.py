@@ -13,9 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from config import MODEL_NAMES, load_settings  # noqa: E402
+from config import MODEL_NAMES, load_settings
 
 FOLDERS = {"tts": "kokoro", "language": "whisper", "ai_voice": "ast"}
 

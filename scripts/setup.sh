@@ -31,9 +31,11 @@ fi
 [ "$profile" = dev ] && apt_install espeak-ng
 
 stamp=.venv/.installed-$profile
-want=$(cat requirements*.txt | sha256sum | cut -c1-16)
+want=$(cat requirements*.txt pyproject.toml | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
   .venv/bin/python -m pip install -q --disable-pip-version-check -r "$req"
+  # The project itself, in place: scripts and tests import backend, config and scripts from here.
+  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e .
   echo "$want" > "$stamp"
 fi

@@ -23,9 +23,9 @@ from flask import Blueprint, Flask, current_app, jsonify, request
 
 from backend import create_app as create_real_app
 from backend.errors import BadRequest
-from tests.fakes import MB, FakePipeline
-from backend.registry import ModelSpec  # noqa: I001 - after tests.fakes (registry <-> pipelines import cycle)
+from backend.registry import ModelSpec
 from config import MODEL_NAMES
+from tests.fakes import MB, FakePipeline
 
 # A test-only knob, not a setting: config.Settings ignores it and the real app never reads it.
 SIZES_ENV = "FAKE_MODELS_MB"

@@ -16,17 +16,12 @@ import requests
 
 from backend import create_app
 from backend.memory import readings
-# before backend.registry: importing the registry first trips the registry <-> pipelines import cycle
-from tests.fakes import BrokenPipeline, FakeHeapPipeline, FakePipeline, fake_spec  # noqa: F401 - re-exported
 from backend.registry import ModelRegistry, ModelSpec
 from config import Settings, build_settings
+from tests.fakes import BrokenPipeline, FakeHeapPipeline, FakePipeline, fake_spec  # noqa: F401 - re-exported
 
 ROOT = Path(__file__).resolve().parent.parent
 MB = readings.MB
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "slow: real-shape or long runs, excluded from the default suite")
 
 
 def budget_above_now(extra_mb: float, margin_mb: float = 0) -> float:

@@ -132,6 +132,8 @@ class Server:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
         self._reader.join(timeout=5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
         self._log_file.close()
         return self.proc.returncode
 

@@ -17,7 +17,6 @@ from scripts.export.common import Parity, classifier_parity, torch_to_onnx, writ
 from scripts.export.signals import parity_signals
 
 
-
 def feature_params(source: str, config) -> dict:
     """Feature-extractor parameters from the checkpoint's preprocessor_config.json, else the config's."""
     params = {"num_mel_bins": int(config.num_mel_bins), "max_length": int(config.max_length),
@@ -51,14 +50,14 @@ def export(source: str, out_dir: Path, *, int8: bool = True, n_inputs: int = 4) 
                                    mean=params["mean"], std=params["std"]) for signal in parity_signals(seconds, n_inputs)])
 
     class Logits(torch.nn.Module):
-        def __init__(self) -> None:
+        def __init__(self, model) -> None:
             super().__init__()
             self.model = model
 
         def forward(self, input_values):
             return self.model(input_values=input_values).logits
 
-    wrapper = Logits().eval()
+    wrapper = Logits(model).eval()
     with torch.inference_mode():
         reference = wrapper(torch.from_numpy(features)).numpy()
     id2label = {int(k): str(v) for k, v in model.config.id2label.items()}

@@ -94,21 +94,21 @@ def export(source: str | Path, out_dir: Path, *, int8: bool = True, n_inputs: in
     model = KModel(repo_id="hexgrad/Kokoro-82M", config=config, model=str(weights[0]), disable_complex=True).eval()
 
     class Audio(torch.nn.Module):
-        def __init__(self) -> None:
+        def __init__(self, model) -> None:
             super().__init__()
             self.inner = KModelForONNX(model)
 
         def forward(self, tokens, style, speed):
             return self.inner(tokens, style, speed)[0]
 
-    wrapper = Audio().eval()
+    wrapper = Audio(model).eval()
     out_dir.mkdir(parents=True, exist_ok=True)
     names = voices_npz(folder, out_dir / "voices.npz")
     with np.load(out_dir / "voices.npz") as npz:
         packs = {name: npz[name] for name in names[:2]}
     feeds = _parity_inputs(config["vocab"], packs, n_inputs)
 
-    def torch_audio(feed):
+    def torch_audio(wrapper, feed):
         with torch.inference_mode():
             return wrapper(*(torch.from_numpy(feed[k]) for k in ("tokens", "style", "speed"))).numpy()
 
@@ -126,7 +126,7 @@ def export(source: str | Path, out_dir: Path, *, int8: bool = True, n_inputs: in
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
         check_fp32, check_int8 = Path(tmp) / "check.fp32.onnx", Path(tmp) / "check.int8.onnx"
         with _noiseless():
-            references = [torch_audio(feed) for feed in feeds]
+            references = [torch_audio(wrapper, feed) for feed in feeds]
             _export_graph(wrapper, example, check_fp32)
         rows_fp32.append(Parity("kokoro", "fp32", "max abs err / peak (noiseless)",
                                 relative_error(check_fp32, references), FP32_TOLERANCE))
@@ -139,7 +139,7 @@ def export(source: str | Path, out_dir: Path, *, int8: bool = True, n_inputs: in
 
         fp32, int8_path = Path(tmp) / "model.onnx", (Path(tmp) / "model.int8.onnx" if int8 else None)
         _export_graph(wrapper, example, fp32)
-        lengths = [torch_audio(feed).shape[0] for feed in feeds]
+        lengths = [torch_audio(wrapper, feed).shape[0] for feed in feeds]
         if int8_path is not None:
             quantize_int8(fp32, int8_path)
         del model, wrapper

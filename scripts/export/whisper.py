@@ -19,7 +19,6 @@ from scripts.export.common import Parity, classifier_parity, torch_to_onnx, writ
 from scripts.export.signals import parity_signals
 
 
-
 def language_tokens(source: str, model) -> dict[str, int]:
     """Language code -> token id, from the generation config (what transformers' detect_language uses)."""
     from transformers import GenerationConfig

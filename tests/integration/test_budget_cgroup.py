@@ -38,9 +38,9 @@ def test_a_process_over_the_limit_is_oom_killed_and_counted(meter):
     if meter.kind == "process-tree":
         pytest.skip(f"no memory cgroup here: {meter.reason}")
     assert meter.path.name.startswith("budget-check-") and meter.limit_mb == LIMIT_MB
-    proc = run_inside(meter, 2 * LIMIT_MB)
-    assert proc.wait(timeout=30) == -9  # SIGKILL from the kernel, not a Python MemoryError
-    assert proc.stdout.read() == ""
+    with run_inside(meter, 2 * LIMIT_MB) as proc:
+        assert proc.wait(timeout=30) == -9  # SIGKILL from the kernel, not a Python MemoryError
+        assert proc.stdout.read() == ""
     assert meter.oom_kills() >= 1
     assert LIMIT_MB - 1 <= meter.kernel_peak_mb() <= LIMIT_MB  # swap off: it could not page out instead
     assert meter.pids() == []
@@ -49,16 +49,16 @@ def test_a_process_over_the_limit_is_oom_killed_and_counted(meter):
 def test_a_process_under_the_limit_is_measured_from_inside(meter):
     if meter.kind == "process-tree":
         pytest.skip(f"no memory cgroup here: {meter.reason}")
-    proc = run_inside(meter, 32)
-    try:
-        assert proc.stdout.readline() == "held\n"
-        assert meter.pids() == [proc.pid]  # the shell exec'd python: same pid, already inside
-        reading = meter.read()
-        assert 32 < reading.working_set_mb <= reading.usage_mb < LIMIT_MB
-        assert 32 < reading.rss_mb < LIMIT_MB and reading.oom_kills == 0
-    finally:
-        meter.remove()  # stops what is inside (SIGKILL, reaped by psutil), then removes the group
-    proc.wait(timeout=10)
+    with run_inside(meter, 32) as proc:
+        try:
+            assert proc.stdout.readline() == "held\n"
+            assert meter.pids() == [proc.pid]  # the shell exec'd python: same pid, already inside
+            reading = meter.read()
+            assert 32 < reading.working_set_mb <= reading.usage_mb < LIMIT_MB
+            assert 32 < reading.rss_mb < LIMIT_MB and reading.oom_kills == 0
+        finally:
+            meter.remove()  # stops what is inside (SIGKILL, reaped by psutil), then removes the group
+        proc.wait(timeout=10)
     assert not psutil.pid_exists(proc.pid) and not meter.path.exists()
 
 
@@ -67,21 +67,21 @@ def test_the_fallback_sums_the_process_tree_and_stops_it():
     assert meter.kind == "process-tree" and "--no-cgroup given" in meter.describe()
     parent_code = (f"import subprocess, sys; c = subprocess.Popen([sys.executable, '-c', {HOLD.format(mb=40)!r}]); "
                    + HOLD.format(mb=20))
-    proc = subprocess.Popen([sys.executable, "-c", parent_code], stdout=subprocess.PIPE, text=True)
-    meter.attach(proc.pid)
-    try:
-        assert proc.stdout.readline() == "held\n"
-        deadline = time.monotonic() + 30
-        while (reading := meter.read()).rss_mb < 60 and time.monotonic() < deadline:
-            time.sleep(0.1)  # the child's 40 MB arrives after the parent's line
-        assert len(meter.pids()) == 2
-        assert reading.rss_mb >= 60 and 40 < reading.pss_mb <= reading.rss_mb
-        assert reading.working_set_mb == reading.pss_mb and reading.oom_kills is None
-        children = [psutil.Process(pid) for pid in meter.pids()]
-    finally:
-        meter.remove()
-    assert not any(child.is_running() for child in children)
-    proc.wait(timeout=10)
+    with subprocess.Popen([sys.executable, "-c", parent_code], stdout=subprocess.PIPE, text=True) as proc:
+        meter.attach(proc.pid)
+        try:
+            assert proc.stdout.readline() == "held\n"
+            deadline = time.monotonic() + 30
+            while (reading := meter.read()).rss_mb < 60 and time.monotonic() < deadline:
+                time.sleep(0.1)  # the child's 40 MB arrives after the parent's line
+            assert len(meter.pids()) == 2
+            assert reading.rss_mb >= 60 and 40 < reading.pss_mb <= reading.rss_mb
+            assert reading.working_set_mb == reading.pss_mb and reading.oom_kills is None
+            children = [psutil.Process(pid) for pid in meter.pids()]
+        finally:
+            meter.remove()
+        assert not any(child.is_running() for child in children)
+        proc.wait(timeout=10)
 
 
 def test_cgroup_v2_files_are_read_and_written_as_the_kernel_names_them(tmp_path, monkeypatch):

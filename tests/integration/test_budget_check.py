@@ -128,6 +128,7 @@ def test_sigterm_stops_the_server_and_removes_the_cgroup(tmp_path, meter_kind):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        proc.stderr.close()
     assert server_pid is not None and not psutil.pid_exists(server_pid)
     assert (cgroup is None) == (meter_kind == "process-tree")
     if cgroup is not None:

@@ -70,6 +70,8 @@ def test_a_sigkilled_check_takes_its_server_along(tmp_path, clean_env):
     workers = server.children()
     proc.kill()  # no finally, no signal handler: only the parent-death signal is left
     proc.wait(timeout=10)
+    reader.join(timeout=5)
+    proc.stderr.close()
     gone, alive = psutil.wait_procs([server, *workers], timeout=30)
     try:
         assert alive == []

@@ -55,8 +55,7 @@ def test_a_bad_value_stops_start_with_one_clear_line(env, variable, accepted):
 
 
 def test_readme_documents_every_variable():
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import config_table
+    from scripts import config_table
 
     assert config_table.readme_table() == "\n".join(config_table.rows()), \
         "README's configuration table is stale: run python scripts/config_table.py --write"

@@ -18,10 +18,9 @@ from transformers import ASTForAudioClassification, WhisperForConditionalGenerat
 
 from backend.audio.features import ast_fbank, whisper_log_mel  # noqa: E402
 from scripts import export_onnx  # noqa: E402
-from scripts.export import common as export_common  # noqa: E402
-
 from scripts.checkpoints.ast import build_ast_checkpoint, label_map  # noqa: E402
 from scripts.checkpoints.whisper import START_OF_TRANSCRIPT_ID, build_whisper_checkpoint, lang_to_id, whisper_languages  # noqa: E402
+from scripts.export import common as export_common  # noqa: E402
 
 LANGUAGES = whisper_languages()
 LANGUAGE_IDS = sorted(lang_to_id().values())

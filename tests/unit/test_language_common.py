@@ -100,7 +100,7 @@ def test_windows_are_averaged_as_probabilities(make_settings) -> None:
     expected = softmax(np.array(logits)).mean(axis=0)  # mean of distributions, not softmax of mean logits
     assert result["windows"] == 3 and result["seconds_analysed"] == 65.0 and result["window_s"] == 30
     assert detector.windows_seen == [WINDOW_SAMPLES] * 3
-    assert probabilities(result) == pytest.approx(dict(zip(CODES, expected)), abs=1e-6)
+    assert probabilities(result) == pytest.approx(dict(zip(CODES, expected, strict=True)), abs=1e-6)
     assert [row["language"] for row in result["languages"]] == ["en", "de", "zh"]
     assert result["language"] == "en" and result["probability"] == result["languages"][0]["probability"]
     assert result["backend"] == "scripted" and result["languages_considered"] == 3

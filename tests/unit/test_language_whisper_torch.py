@@ -2,13 +2,11 @@
 the trimmed output projection, options, long audio, int8 / bf16, and missing weights."""
 from __future__ import annotations
 
-import io
 import json
 import shutil
 
 import numpy as np
 import pytest
-import soundfile as sf
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from backend.errors import BudgetExceeded, ModelBusy, ModelSaturated, ModelDisabled, ModelUnavailable, NotFound
+from backend.errors import BudgetExceeded, ModelBusy, ModelDisabled, ModelSaturated, ModelUnavailable, NotFound
 from backend.memory import readings
 from backend.registry import ModelState
 from tests.conftest import BrokenPipeline, FakeHeapPipeline, FakePipeline, fake_spec
