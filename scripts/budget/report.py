@@ -86,12 +86,15 @@ def summarise(report: dict[str, Any]) -> dict[str, Any]:
     other_unloads = sum(sum(v.values()) for k, v in registry["unloads"].items() if k != "evicted")
     refusals = sum(registry["refusals"].values())
 
+    # Memory figures are whole MB, rounded here once: the verdict, the tables and report.json
+    # all show these same numbers (the samples keep their own precision).
+    peak_mb = _mb(peak)
     summary = {
-        "meter": report["meter"]["kind"], "budget_mb": budget, "peak_mb": round(peak, 1),
-        "kernel_peak_usage_mb": _round(report.get("kernel_peak_mb"), 1),
-        "peak_usage_mb": round(max((s["usage_mb"] for s in samples), default=0.0), 1),
-        "peak_rss_sum_mb": round(max((s["rss_mb"] for s in samples), default=0.0), 1),
-        "idle_mb": _round(statistics.median(idle) if idle else None, 1), "steady_mb": _round(steady, 1),
+        "meter": report["meter"]["kind"], "budget_mb": budget, "peak_mb": peak_mb,
+        "kernel_peak_usage_mb": _mb(report.get("kernel_peak_mb")),
+        "peak_usage_mb": _mb(max((s["usage_mb"] for s in samples), default=0.0)),
+        "peak_rss_sum_mb": _mb(max((s["rss_mb"] for s in samples), default=0.0)),
+        "idle_mb": _mb(statistics.median(idle) if idle else None), "steady_mb": _mb(steady),
         "samples": len(samples), "oom_kills": report.get("oom_kills"), "worker_boots": boots,
         "worker_restarts": restarts, "unexpected_restarts": unexpected_restarts,
         "worker_recycles": kinds["worker_recycle"], "requests": len(requests_), "statuses": dict(sorted(statuses.items())),
@@ -111,7 +114,7 @@ def summarise(report: dict[str, Any]) -> dict[str, Any]:
     if no_response:
         reasons.append(f"{no_response} request(s) got no response (connection reset or timeout)")
     if peak > budget:
-        reasons.append(f"peak {peak:.0f} MB is over the {budget:.0f} MB budget")
+        reasons.append(f"peak {peak_mb} MB is over the {budget:.0f} MB budget")
     if report.get("ready") == "not ready":
         reasons.append("pinned models (PRELOAD_MODELS) never became ready")
     for model, count in sorted(registry["refusals"].items()):
@@ -139,7 +142,7 @@ def summarise(report: dict[str, Any]) -> dict[str, Any]:
         warnings.append(f"processes left after the server stopped were killed: {report['leftover_pids']}")
 
     where = f"{budget:.0f} MB"
-    verdict = f"FITS in {where} (peak {peak:.0f} MB)" if not reasons else f"DOES NOT FIT: {'; '.join(reasons)} (peak {peak:.0f} MB)"
+    verdict = f"FITS in {where} (peak {peak_mb} MB)" if not reasons else f"DOES NOT FIT: {'; '.join(reasons)} (peak {peak_mb} MB)"
     if report["meter"]["kind"] == "process-tree":
         verdict += " [no cgroup: process-tree PSS, budget not enforced]"
     summary["reasons"], summary["warnings"] = reasons, warnings
@@ -149,6 +152,11 @@ def summarise(report: dict[str, Any]) -> dict[str, Any]:
 
 def _round(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
+
+
+def _mb(value: float | None) -> int | None:
+    """A memory figure as shown everywhere in the report: whole MB."""
+    return None if value is None else round(value)
 
 
 def _fmt(value: Any, unit: str = "") -> str:
