@@ -22,10 +22,10 @@ RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 \
 
 # --- export: torch models -> ONNX (int8 where parity allows); weights fetched at build time ------
 FROM build-full AS export
-COPY config.py ./
+COPY pyproject.toml config.py ./
 COPY backend ./backend
 COPY scripts ./scripts
-RUN python scripts/export_onnx.py --out /app/models/onnx
+RUN pip install --no-deps -e . && python scripts/export_onnx.py --out /app/models/onnx
 
 # --- build-lean: no torch, no transformers --------------------------------------------------------
 # The check fails the build if anything in the lean install pulled torch or transformers.
