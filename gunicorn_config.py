@@ -112,8 +112,9 @@ def post_fork(server, worker):
 
 def post_worker_init(worker):
     from backend.memory.readings import rss_mb
+    from backend.registry import get_registry
 
-    registry = worker.wsgi.extensions["registry"]
+    registry = get_registry(worker.wsgi)
     registry.start_worker(root_pid=os.getppid())  # budget counts master + all workers; pinned models load now
     worker.log.info("worker %d booted: rss %.1f MB, budget %d MB", worker.pid, rss_mb(), settings.memory_budget_mb)
 

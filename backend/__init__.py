@@ -32,7 +32,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     for spec in model_specs(settings):
         registry.register(spec)
     registry.subscribe(metrics.on_registry_event)
-    app.extensions["registry"] = registry
+    registry.init_app(app)
 
     errors.init_app(app)
     middleware.init_app(app)

@@ -19,11 +19,11 @@ import time
 from typing import Any
 
 import numpy as np
-from flask import Blueprint, Flask, current_app, jsonify, request
+from flask import Blueprint, Flask, jsonify, request
 
 from backend import create_app as create_real_app
 from backend.errors import BadRequest
-from backend.registry import ModelSpec
+from backend.registry import ModelSpec, get_registry
 from config import MODEL_NAMES
 from tests.fakes import MB, FakePipeline
 
@@ -72,7 +72,7 @@ def create_app() -> Flask:
     """The real app whose three pipelines are fake-memory models sized by FAKE_MODELS_MB."""
     app = create_real_app()
     settings = app.config["SETTINGS"]
-    registry = app.extensions["registry"]
+    registry = get_registry(app)
     sizes = parse_sizes(os.environ.get(SIZES_ENV, DEFAULT_SIZES))
     for name in MODEL_NAMES:
         size_mb, estimate_mb = sizes.get(name, (0.0, 0.0))
@@ -90,6 +90,6 @@ bp = Blueprint("fake", __name__, url_prefix="/fake")
 @bp.post("/<name>")
 def run_fake(name: str):
     body = request.get_json(silent=True) if request.get_data() else {}  # unparsable JSON: None, refused by preprocess
-    with current_app.extensions["registry"].acquire(name) as pipe:
+    with get_registry().acquire(name) as pipe:
         result = pipe(body)
     return jsonify(model=name, pid=os.getpid(), **result)

@@ -16,7 +16,7 @@ import requests
 
 from backend import create_app
 from backend.memory import readings
-from backend.registry import ModelRegistry, ModelSpec
+from backend.registry import ModelRegistry, ModelSpec, get_registry
 from config import Settings, build_settings
 from tests.fakes import BrokenPipeline, FakeHeapPipeline, FakePipeline, fake_spec  # noqa: F401 - re-exported
 
@@ -63,7 +63,7 @@ def make_app(make_settings: Any) -> Iterator[Any]:
         app = create_app(make_settings(**overrides))
         app.config["TESTING"] = True
         if specs is not None:
-            registry = app.extensions["registry"]
+            registry = get_registry(app)
             for spec in specs:
                 registry.register(spec)
             # Earlier tests may have left this process large (torch imported): fake models get
@@ -74,7 +74,7 @@ def make_app(make_settings: Any) -> Iterator[Any]:
 
     yield make
     for app in apps:
-        app.extensions["registry"].shutdown()
+        get_registry(app).shutdown()
 
 
 def free_port() -> int:

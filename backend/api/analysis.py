@@ -21,6 +21,7 @@ from backend.api import json_object
 from backend.audio.decode import DecodedAudio, decode_audio
 from backend.auth import require_api_key
 from backend.errors import ApiError, BadRequest, ModelDisabled, error_response, too_large
+from backend.registry import get_registry
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def detect_ai_voice():
 def analyze():
     """Both analyses on one decode; a disabled one answers {"status": "disabled"} in its slot."""
     require_api_key()
-    registry = current_app.extensions["registry"]
+    registry = get_registry()
     if not registry.is_enabled("language") and not registry.is_enabled("ai_voice"):
         raise ModelDisabled("language detection and AI-voice detection are both disabled by configuration")
     body = _json_if_any()
@@ -131,7 +132,7 @@ def _contract_error(status: int, message: str, headers: dict[str, str] | None = 
 
 
 def _enabled_or_raise(name: str) -> None:
-    if not current_app.extensions["registry"].is_enabled(name):
+    if not get_registry().is_enabled(name):
         what = {"language": "language detection (ENABLE_LANGUAGE_DETECTION)",
                 "ai_voice": "AI-voice detection (ENABLE_AI_VOICE_DETECTION)"}[name]
         raise ModelDisabled(f"{what} is disabled by configuration", model=name)
@@ -142,12 +143,12 @@ def _disabled_slot(name: str) -> dict[str, Any]:
 
 
 def _detect_language(audio: DecodedAudio, options: dict[str, Any]) -> dict[str, Any]:
-    with current_app.extensions["registry"].acquire("language") as pipe:
+    with get_registry().acquire("language") as pipe:
         return pipe({"audio": audio.samples, **options})
 
 
 def _detect_ai_voice(audio: DecodedAudio) -> dict[str, Any]:
-    with current_app.extensions["registry"].acquire("ai_voice") as pipe:
+    with get_registry().acquire("ai_voice") as pipe:
         return pipe({"audio": audio.samples})
 
 

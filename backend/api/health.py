@@ -4,7 +4,9 @@ from __future__ import annotations
 import os
 import time
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, jsonify
+
+from backend.registry import get_registry
 
 bp = Blueprint("health", __name__)
 _STARTED = time.time()
@@ -18,7 +20,7 @@ def health():
 @bp.get("/ready")
 def ready():
     """200 once every pinned model is loaded; lists loaded / available / disabled models."""
-    registry = current_app.extensions["registry"]
+    registry = get_registry()
     models = {row["name"]: row["state"] for row in registry.snapshot()}
     is_ready = registry.pinned_ready()
     body = {

@@ -15,6 +15,7 @@ from flask import Blueprint, Response, current_app, jsonify
 from backend.api import json_object
 from backend.audio.encode import CONTENT_TYPES, encode, encode_stream
 from backend.errors import BadRequest
+from backend.registry import get_registry
 from backend.pipelines.tts.common import SAMPLE_RATE_HZ, SpeechRequest, list_voices, validate_request
 
 logger = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ def voices():
 
 
 def _speak(request: SpeechRequest) -> Response:
-    registry = current_app.extensions["registry"]
+    registry = get_registry()
     lease = registry.lease("tts")
     streaming = False
     try:

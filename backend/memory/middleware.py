@@ -8,9 +8,10 @@ from __future__ import annotations
 import logging
 import time
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Response, g, request
 
 from backend.memory import metrics, readings
+from backend.registry import get_registry
 
 logger = logging.getLogger("backend.requests")
 
@@ -31,7 +32,7 @@ def _before() -> None:
 def _after(response: Response) -> Response:
     if "started" not in g:  # a request that failed before our hook ran
         return response
-    registry = current_app.extensions["registry"]
+    registry = get_registry()
     started, rss_before = g.started, g.rss_before_mb
     endpoint = request.url_rule.rule if request.url_rule else "unmatched"
     method, path, status = request.method, request.path, response.status_code

@@ -1,5 +1,8 @@
 """Memory readings: the one place that measures memory (psutil and /proc, cgroup files).
 
+Peaks are read and reset only here (`peak_rss_mb`, `reset_peak_rss`): the registry, the
+benchmarks and the budget check all measure a load's or a request's peak the same way.
+
 The budget is the instance's, not a process's, so admission reads the memory of the whole
 service: the cgroup's working set when the service runs inside a memory-limited cgroup (what
 the OOM killer judges, as on Render), otherwise the summed RSS of the Gunicorn process tree
@@ -22,11 +25,44 @@ logger = logging.getLogger(__name__)
 MB = 1024 * 1024
 _UNLIMITED_BYTES = 1 << 60  # cgroup v1 reports "no limit" as a huge page-aligned number
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+_STATUS = Path("/proc/self/status")
+_peak_reset_failure_logged = False
 
 
 def rss_mb(pid: int | None = None) -> float:
     """Resident set size of one process, MB."""
     return psutil.Process(pid).memory_info().rss / MB
+
+
+def peak_rss_mb() -> float | None:
+    """This process's peak resident set size (VmHWM) since start or the last reset, MB; None where unknown."""
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Reset the peak-RSS mark to the current RSS, so the next peak_rss_mb() is what came after.
+
+    Writing 5 to clear_refs resets VmHWM (Linux >= 4.0). Returns False when it cannot (another
+    kernel, a locked-down /proc): then a later peak is the process's all-time high, not one load's
+    or request's, and callers must not record it as such. Said once, as a warning.
+    """
+    global _peak_reset_failure_logged
+    try:
+        _CLEAR_REFS.write_text("5")
+        return True
+    except OSError as exc:
+        if not _peak_reset_failure_logged:
+            _peak_reset_failure_logged = True
+            logger.warning("cannot reset the peak-RSS mark (%s: %s): load and request peaks go unmeasured; "
+                           "costs fall back to RSS after load", _CLEAR_REFS, exc)
+        return False
 
 
 def anon_mb() -> float:

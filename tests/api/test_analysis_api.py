@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from backend.registry import get_registry
+
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
@@ -53,7 +55,7 @@ def shared_app(whisper_checkpoint, ast_checkpoint):
                                     api_keys="secret-key"))
     app.config["TESTING"] = True
     yield app
-    app.extensions["registry"].shutdown()
+    get_registry(app).shutdown()
 
 
 @pytest.fixture
@@ -132,7 +134,7 @@ def test_analyze_runs_both_on_one_decode(client, speech_wav) -> None:
 
 def test_models_are_built_by_the_registry_once(client, shared_app, speech_wav) -> None:
     client.post("/api/analyze", data=speech_wav, content_type="audio/wav")
-    rows = {row["name"]: row for row in shared_app.extensions["registry"].snapshot()}
+    rows = {row["name"]: row for row in get_registry(shared_app).snapshot()}
     assert rows["language"]["state"] == "loaded" and rows["ai_voice"]["state"] == "loaded"
     assert rows["language"]["loads"] == 1 and rows["ai_voice"]["loads"] == 1
     assert "whisper" in rows["language"]["model"] and rows["language"]["int8"] is False

@@ -11,6 +11,7 @@ import pytest
 import soundfile
 
 from backend import create_app
+from backend.registry import get_registry
 from config import build_settings
 from tests.conftest import ROOT
 
@@ -24,7 +25,7 @@ def app(kokoro_checkpoint):
                                     prometheus_multiproc_dir=None, max_text_chars=2000))
     app.config["TESTING"] = True
     yield app
-    app.extensions["registry"].shutdown()
+    get_registry(app).shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -42,12 +43,13 @@ def test_voices_are_listed_without_loading_the_model_or_importing_torch(kokoro_c
     code = (
         "import json, sys\n"
         "from backend import create_app\n"
+        "from backend.registry import get_registry\n"
         "from config import build_settings\n"
         f"app = create_app(build_settings(kokoro_model_dir={str(kokoro_checkpoint)!r}, prometheus_multiproc_dir=None))\n"
         "client = app.test_client()\n"
         "a, b = client.get('/api/voices'), client.get('/v1/audio/voices')\n"
         "print(json.dumps({'status': [a.status_code, b.status_code], 'body': a.get_json(), 'same': a.data == b.data,\n"
-        "  'state': app.extensions['registry'].state('tts').value, 'torch': 'torch' in sys.modules}))\n")
+        "  'state': get_registry(app).state('tts').value, 'torch': 'torch' in sys.modules}))\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout.strip().splitlines()[-1])
@@ -93,7 +95,7 @@ def test_voice_mix_is_accepted(client) -> None:
 
 
 def test_long_text_streams_piece_by_piece(app, client, monkeypatch) -> None:
-    registry = app.extensions["registry"]
+    registry = get_registry(app)
     with registry.acquire("tts") as pipe:
         pass
     calls: list[int] = []

@@ -29,7 +29,22 @@ def test_build_cost_is_measured_on_real_rss(registry_factory):
     assert row["anon_mb"] >= 70
     assert row["peak_load_mb"] >= row["measured_mb"] - 1
     assert row["cost_mb"] >= 70  # the measurement replaced the 5 MB estimate
-    assert row["load_s"] is not None and row["use_count"] == 1 and row["loads"] == 1
+    assert row["load_s"] is not None and row["use_count"] == 0 and row["loads"] == 1  # a load is not a use
+
+
+def test_only_a_request_through_a_lease_is_a_use_or_a_first_use_measurement(registry_factory):
+    registry = registry_factory([fake_spec("a", 20, cls=TransientPipeline)])
+
+    def row():
+        return next(r for r in registry.snapshot() if r["name"] == "a")
+
+    registry.load("a")
+    registry.load("a")  # loading what is loaded: still no use
+    assert (row()["use_count"], row()["first_use_mb"], row()["request_peak_mb"]) == (0, None, None)
+    with registry.acquire("a") as pipe:
+        pipe(None)
+    assert row()["use_count"] == 1 and row()["first_use_mb"] is not None
+    assert row()["request_peak_mb"] >= 100  # the request's 120 MB of activations, not the load
 
 
 def test_eight_concurrent_first_requests_build_once(registry_factory):

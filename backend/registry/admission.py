@@ -1,0 +1,63 @@
+"""Admission: may a model be built now, after evicting which idle models, or must it be refused.
+
+A pure decision over what the registry knows of each model and one reading of the service's
+memory. The registry does the I/O around it (reads memory, unloads the victims one at a time,
+asks again after each) and builds or refuses as told. Loaded models keep head-room for their
+own requests' activations: admitting a model into memory that their next request will need is
+what OOM-kills a worker, so that head-room counts as used.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Outcome(str, Enum):
+    FITS = "fits"  # build now
+    EVICT = "evict"  # build once enough of `victims` are unloaded, least recently used first
+    REFUSE = "refuse"  # cannot fit even with every idle model evicted
+
+
+@dataclass(frozen=True)
+class ModelFigures:
+    """What admission knows of one registered model."""
+
+    name: str
+    loaded: bool
+    in_use: int
+    pinned: bool
+    last_used: float | None
+    resident_mb: float  # measured steady size; 0 until measured
+    headroom_mb: float  # memory its next request may need above the steady size
+
+
+@dataclass(frozen=True)
+class Admission:
+    outcome: Outcome
+    used_mb: float  # memory in use plus the head-room kept for the other loaded models
+    free_mb: float  # what is left under the limit, never negative
+    victims: tuple[str, ...] = ()
+
+    @property
+    def fits(self) -> bool:
+        return self.outcome is Outcome.FITS
+
+
+def admit(models: Iterable[ModelFigures], *, name: str, need_mb: float, used_mb: float, limit_mb: float) -> Admission:
+    """Decide whether model `name`, expected to add `need_mb`, fits under `limit_mb` now.
+
+    `used_mb` is the service's memory as read now. Idle, unpinned, loaded models other than
+    `name` are the only candidates for eviction; models in use are never evicted. EVICT is
+    answered only when evicting every candidate would make room, so nothing is unloaded in vain.
+    """
+    others = [m for m in models if m.name != name and m.loaded]
+    used = used_mb + sum(m.headroom_mb for m in others)
+    free = max(0.0, limit_mb - used)
+    if used + need_mb <= limit_mb:
+        return Admission(Outcome.FITS, used, free)
+    victims = sorted((m for m in others if m.in_use == 0 and not m.pinned), key=lambda m: m.last_used or 0.0)
+    reclaimable = sum(m.resident_mb + m.headroom_mb for m in victims)
+    if used - reclaimable + need_mb <= limit_mb:
+        return Admission(Outcome.EVICT, used, free, tuple(m.name for m in victims))
+    return Admission(Outcome.REFUSE, used, free)
