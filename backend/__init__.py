@@ -13,9 +13,10 @@ LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the Flask app; models are built later, by the registry, on first use."""
     from backend import errors
-    from backend.api import analysis, health, models, tts
-    from backend.memory import metrics, middleware
-    from backend.pipelines import model_specs
+    from backend.api import analysis, health, metrics, models, tts
+    from backend.catalog import model_specs
+    from backend.memory import metrics as memory_metrics
+    from backend.memory import middleware
     from backend.registry import ModelRegistry
 
     settings = settings or load_settings()
@@ -31,7 +32,7 @@ def create_app(settings: Settings | None = None) -> Flask:
                              queue_timeout_s=settings.queue_timeout_s)
     for spec in model_specs(settings):
         registry.register(spec)
-    registry.subscribe(metrics.on_registry_event)
+    registry.subscribe(memory_metrics.on_registry_event)
     registry.init_app(app)
 
     errors.init_app(app)

@@ -1,17 +1,15 @@
 """Prometheus metrics, correct with several Gunicorn workers (prometheus_client multiprocess mode).
 
 When PROMETHEUS_MULTIPROC_DIR is set (gunicorn_config.py sets it before workers fork), each
-worker writes its samples to files there and /metrics aggregates all of them; otherwise the
-process's own registry is served (Flask dev server, tests).
+worker writes its samples to files there and `exposition()` aggregates all of them; otherwise the
+process's own registry is served (Flask dev server, tests). backend/api/metrics.py serves it.
 """
 from __future__ import annotations
 
 import os
 from typing import Any
 
-from flask import Blueprint, Response
-from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
-                               generate_latest, multiprocess)
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 from backend.memory import readings
 
@@ -59,14 +57,11 @@ def mark_process_dead(pid: int) -> None:
         multiprocess.mark_process_dead(pid)
 
 
-bp = Blueprint("metrics", __name__)
-
-
-@bp.get("/metrics")
-def metrics() -> Response:
+def exposition() -> bytes:
+    """Every metric in Prometheus' text format, summed over all workers in multiprocess mode."""
     if os.environ.get(_MULTIPROC_ENV):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
     else:
         from prometheus_client import REGISTRY as registry
-    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+    return generate_latest(registry)

@@ -126,7 +126,7 @@ def test_unknown_model_is_refused(tmp_path) -> None:
 
 # --- the onnx pipelines on these exports ---------------------------------------------------------
 def test_whisper_onnx_pipeline_result_matches_torch(exported, tiny_checkpoints, make_settings) -> None:
-    from backend.pipelines import pipeline_class
+    from backend.catalog import pipeline_class
 
     pipe = pipeline_class("language", "onnx")(make_settings(onnx_dir=exported, backend="onnx"))
     pipe.load()
@@ -145,7 +145,7 @@ def test_whisper_onnx_pipeline_result_matches_torch(exported, tiny_checkpoints, 
 
 
 def test_ast_onnx_pipeline_result_matches_torch(exported, tiny_checkpoints, make_settings) -> None:
-    from backend.pipelines import pipeline_class
+    from backend.catalog import pipeline_class
 
     pipe = pipeline_class("ai_voice", "onnx")(make_settings(onnx_dir=exported, backend="onnx"))
     pipe.load()
@@ -162,7 +162,7 @@ def test_ast_onnx_pipeline_result_matches_torch(exported, tiny_checkpoints, make
 
 def test_missing_export_is_model_unavailable(tmp_path, make_settings) -> None:
     from backend.errors import ModelUnavailable
-    from backend.pipelines import pipeline_class
+    from backend.catalog import pipeline_class
 
     pipe = pipeline_class("language", "onnx")(make_settings(onnx_dir=tmp_path, backend="onnx"))
     with pytest.raises(ModelUnavailable, match="scripts/export_onnx.py"):
