@@ -12,7 +12,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:At least one mel filter has all 
 
 from backend.errors import ModelUnavailable  # noqa: E402
 from backend.pipelines.ai_voice.ast_torch import ASTTorchPipeline  # noqa: E402
-from backend.pipelines.language.whisper_torch import bf16_supported  # noqa: E402
+from backend.pipelines.torch_utils import bf16_supported  # noqa: E402
 from scripts.checkpoints.ast import TINY_MAX_LENGTH, build_ast_checkpoint  # noqa: E402
 
 RESULT_KEYS = {"score", "score_mean", "score_max", "threshold", "is_ai_generated", "model", "windows",

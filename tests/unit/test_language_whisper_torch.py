@@ -12,7 +12,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from backend.errors import BadRequest, ModelUnavailable  # noqa: E402
-from backend.pipelines.language.whisper_torch import WhisperTorchPipeline, bf16_supported  # noqa: E402
+from backend.pipelines.language.whisper_torch import WhisperTorchPipeline  # noqa: E402
+from backend.pipelines.torch_utils import bf16_supported  # noqa: E402
 from scripts.checkpoints.whisper import FIRST_LANGUAGE_ID, START_OF_TRANSCRIPT_ID, whisper_languages  # noqa: E402
 
 N_LANGUAGES = 99
@@ -74,7 +75,7 @@ def test_answer_shape_and_sum(pipe, speech) -> None:
 
 
 def test_allowed_languages_renormalise(pipe, speech) -> None:
-    logits = pipe.language_logits(pipe.features(speech))
+    logits = pipe.logits(pipe.features(speech))
     pair = logits[[pipe.languages.index("en"), pipe.languages.index("fr")]].astype(np.float64)
     expected = np.exp(pair - pair.max()) / np.exp(pair - pair.max()).sum()
     subset = _all(pipe, speech, allowed_languages=["EN", "fr"], top_k=2)

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from backend.audio.features import ast_fbank
-from backend.pipelines.ai_voice.common import AIVoiceDetector
+from backend.pipelines.ai_voice.detector import AIVoiceDetector
 from backend.pipelines.onnx_session import exported_model_or_unavailable, make_session
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from backend.audio.features import whisper_log_mel
-from backend.pipelines.language.common import LanguageDetector
+from backend.pipelines.language.detector import LanguageDetector
 from backend.pipelines.onnx_session import exported_model_or_unavailable, make_session
 
 
@@ -30,7 +30,7 @@ class WhisperOnnxPipeline(LanguageDetector):
     def features(self, window: np.ndarray) -> np.ndarray:
         return whisper_log_mel(window, n_mels=self.n_mels)
 
-    def language_logits(self, features: np.ndarray) -> np.ndarray:
+    def logits(self, features: np.ndarray) -> np.ndarray:
         return self.session.run([self.output_name], {self.input_name: features[None].astype(np.float32)})[0][0]
 
     def describe(self) -> dict[str, Any]:

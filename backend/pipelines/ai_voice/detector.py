@@ -7,6 +7,8 @@ A backend (ast_torch, ast_onnx) subclasses AIVoiceDetector; its load() calls
     features(window: float32 16 kHz, <= window_samples) -> np.ndarray [max_length, n_mels]
     logits(features)                                     -> np.ndarray [len(id2label)]
 
+Windows (the model's length, overlapping by half, at most 24) come from backend.pipelines.windows.
+
 Synthetic labels come from AI_VOICE_LABELS, else from id2label (exact names such as "spoof",
 "fake", "Speech synthesizer", then names containing spoof/fake/synthetic/deepfake/generated).
 Multi-label checkpoints (AudioSet taggers) are scored with a sigmoid (max over the synthetic
@@ -23,9 +25,7 @@ from __future__ import annotations
 
 import logging
 import re
-from abc import abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -33,8 +33,7 @@ import numpy as np
 from backend.audio.decode import require_analysable
 from backend.audio.features import AST_FRAME, AST_HOP, SAMPLE_RATE_HZ
 from backend.errors import ModelUnavailable
-from backend.pipelines.base import Pipeline
-from backend.pipelines.language.common import covered_samples, softmax, window_starts
+from backend.pipelines.windows import WindowedClassifier, WindowLogits, Windows, softmax
 from config import Settings
 
 logger = logging.getLogger(__name__)
@@ -80,19 +79,7 @@ def window_samples_for(max_length: int) -> int:
     return AST_FRAME + (max_length - 1) * AST_HOP
 
 
-@dataclass
-class AIVoiceRequest:
-    features: list[np.ndarray]
-    seconds_analysed: float
-
-
-@dataclass
-class AIVoiceRaw:
-    logits: np.ndarray  # [windows, n_labels]
-    request: AIVoiceRequest
-
-
-class AIVoiceDetector(Pipeline):
+class AIVoiceDetector(WindowedClassifier):
     """AST-style classifier over overlapping ~10 s windows; subclasses provide features and logits."""
 
     name = "ai_voice"
@@ -108,14 +95,6 @@ class AIVoiceDetector(Pipeline):
         self.multi_label = False
         self.synthetic_labels: list[str] = []
         self._synthetic_index: list[int] = []
-
-    @abstractmethod
-    def features(self, window: np.ndarray) -> np.ndarray:
-        """[max_length, n_mels] input of one window of 16 kHz mono float32 audio."""
-
-    @abstractmethod
-    def logits(self, features: np.ndarray) -> np.ndarray:
-        """[len(id2label)] classifier logits of one window."""
 
     def configure(self, id2label: Mapping[int | str, str], *, max_length: int, problem_type: str | None = None) -> None:
         """Take the checkpoint's labels and window length; choose the synthetic labels and the activation.
@@ -146,19 +125,12 @@ class AIVoiceDetector(Pipeline):
         return max(1, int(self.window_samples * HOP_FRACTION))
 
     # --- pipeline contract ---------------------------------------------------------------
-    def preprocess(self, request: Mapping[str, Any]) -> AIVoiceRequest:
+    def preprocess(self, request: Mapping[str, Any]) -> Windows:
+        """The audio checked (400 / 422 before any model call), then the windows' features."""
         audio = require_analysable(request.get("audio"))
-        window, hop = self.window_samples, self.hop_samples
-        starts = window_starts(audio.size, window, self.max_windows, hop=hop)
-        features = [self.features(audio[start:start + window]) for start in starts]
-        seconds = covered_samples(starts, window, audio.size) / SAMPLE_RATE_HZ
-        return AIVoiceRequest(features=features, seconds_analysed=seconds)
+        return Windows(*self.cut(audio))
 
-    def run(self, features: AIVoiceRequest) -> AIVoiceRaw:
-        logits = np.stack([np.asarray(self.logits(f), dtype=np.float32).reshape(-1) for f in features.features])
-        return AIVoiceRaw(logits=logits, request=features)
-
-    def postprocess(self, raw: AIVoiceRaw) -> dict[str, Any]:
+    def postprocess(self, raw: WindowLogits) -> dict[str, Any]:
         logits = raw.logits.astype(np.float64)
         if self.multi_label:
             probabilities = 1.0 / (1.0 + np.exp(-logits))
@@ -175,7 +147,7 @@ class AIVoiceDetector(Pipeline):
             "window_scores": [round(float(s), 6) for s in per_window], "windows": int(per_window.size),
             "window_s": round(self.window_samples / SAMPLE_RATE_HZ, 3),
             "hop_s": round(self.hop_samples / SAMPLE_RATE_HZ, 3),
-            "seconds_analysed": round(raw.request.seconds_analysed, 3), "model": self.model_id, "backend": self.backend,
+            "seconds_analysed": round(raw.windows.seconds_analysed, 3), "model": self.model_id, "backend": self.backend,
         }
 
     def describe(self) -> dict[str, Any]:

@@ -1,12 +1,14 @@
-"""Spoken-language detection, independent of the backend: windows, softmax, averaging, top-k.
+"""Spoken-language detection, independent of the backend: options, softmax, averaging, top-k.
 
 A backend (whisper_torch, whisper_onnx) subclasses LanguageDetector, sets `languages` (codes
 in the order of its logits, from the checkpoint's generation_config lang_to_id: "<|en|>" ->
 "en", sorted by token id) and `model_id` in load(), and implements two methods:
 
     features(window: float32 [<= 30 s at 16 kHz]) -> np.ndarray [n_mels, 3000]
-    language_logits(features)                     -> np.ndarray [len(languages)]
+    logits(features)                              -> np.ndarray [len(languages)]
         (the first decoder step after <|startoftranscript|>, language tokens only)
+
+Windows (30 s back to back, at most 10 spread evenly) come from backend.pipelines.windows.
 
 Request (a dict):
     {"audio": np.ndarray float32 mono 16 kHz, "top_k": int = 5 (>= 1; more than n lists all),
@@ -24,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-from abc import abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,7 @@ import numpy as np
 from backend.audio.decode import require_analysable
 from backend.audio.features import SAMPLE_RATE_HZ
 from backend.errors import BadRequest
-from backend.pipelines.base import Pipeline
+from backend.pipelines.windows import WindowedClassifier, WindowLogits, Windows, softmax
 from config import Settings
 
 logger = logging.getLogger(__name__)
@@ -62,89 +63,39 @@ def read_lang_to_id(folder: Path | str | None, generation_config: Any = None) ->
     return {str(k): int(v) for k, v in lang_to_id.items()}
 
 
-def window_starts(n_samples: int, window: int, max_windows: int, hop: int | None = None) -> list[int]:
-    """Start offsets of windows covering n_samples: back to back (or every hop), the last one
-    flush with the end so no window is mostly padding; at most max_windows, spread evenly."""
-    hop = hop or window
-    if n_samples <= window:
-        return [0]
-    last = n_samples - window
-    count = -(-last // hop) + 1  # ceil(last / hop) + 1
-    if count > max_windows:
-        return [round(x) for x in np.linspace(0, last, max_windows)]
-    return [min(i * hop, last) for i in range(count)]
-
-
-def covered_samples(starts: list[int], window: int, n_samples: int) -> int:
-    """Samples inside at least one window (the union of [start, start+window))."""
-    covered, reach = 0, 0
-    for start in sorted(starts):
-        end = min(start + window, n_samples)
-        covered += max(0, end - max(start, reach))
-        reach = max(reach, end)
-    return covered
-
-
-def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
-    shifted = np.asarray(logits, dtype=np.float64) - np.max(logits, axis=axis, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=axis, keepdims=True)
-
-
 @dataclass
-class LanguageRequest:
-    """What run() needs: one feature matrix per window, and how to shape the answer."""
+class LanguageFeatures(Windows):
+    """The windows' features, and how to shape the answer."""
 
-    features: list[np.ndarray]
     top_k: int
     allowed: list[str] | None
-    seconds_analysed: float
 
 
-@dataclass
-class LanguageRaw:
-    logits: np.ndarray  # [windows, n_languages]
-    request: LanguageRequest
-
-
-class LanguageDetector(Pipeline):
+class LanguageDetector(WindowedClassifier):
     """Whisper language identification over 30 s windows; subclasses provide features and logits."""
 
     name = "language"
     max_windows = MAX_WINDOWS
+    window_samples = WINDOW_SAMPLES
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.model_id: str = settings.whisper_model
         self.languages: list[str] = []
 
-    @abstractmethod
-    def features(self, window: np.ndarray) -> np.ndarray:
-        """[n_mels, 3000] log-mel of up to 30 s of 16 kHz mono float32 audio."""
-
-    @abstractmethod
-    def language_logits(self, features: np.ndarray) -> np.ndarray:
-        """[len(self.languages)] logits of the language tokens at the first decoder step."""
-
     # --- pipeline contract ---------------------------------------------------------------
-    def preprocess(self, request: Mapping[str, Any]) -> LanguageRequest:
+    def preprocess(self, request: Mapping[str, Any]) -> LanguageFeatures:
+        """Audio, top_k and allowed_languages checked (400 / 422 before any model call), then the windows' features."""
         audio = require_analysable(request.get("audio"))
         top_k = _top_k(request.get("top_k"), len(self.languages))
         allowed = self._allowed(request.get("allowed_languages"))
         if allowed is not None:
             top_k = min(top_k, len(allowed))
-        starts = window_starts(audio.size, WINDOW_SAMPLES, self.max_windows)
-        features = [self.features(audio[start:start + WINDOW_SAMPLES]) for start in starts]
-        seconds = covered_samples(starts, WINDOW_SAMPLES, audio.size) / SAMPLE_RATE_HZ
-        return LanguageRequest(features=features, top_k=top_k, allowed=allowed, seconds_analysed=seconds)
+        features, seconds = self.cut(audio)
+        return LanguageFeatures(features=features, seconds_analysed=seconds, top_k=top_k, allowed=allowed)
 
-    def run(self, features: LanguageRequest) -> LanguageRaw:
-        logits = np.stack([np.asarray(self.language_logits(f), dtype=np.float32).reshape(-1)
-                           for f in features.features])
-        return LanguageRaw(logits=logits, request=features)
-
-    def postprocess(self, raw: LanguageRaw) -> dict[str, Any]:
-        request = raw.request
+    def postprocess(self, raw: WindowLogits) -> dict[str, Any]:
+        request: LanguageFeatures = raw.windows  # what preprocess made
         codes = self.languages
         logits = raw.logits.astype(np.float64)
         if request.allowed is not None:

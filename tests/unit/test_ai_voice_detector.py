@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from backend.errors import InvalidAudio, ModelUnavailable, UnprocessableEntity
-from backend.pipelines.ai_voice.common import AIVoiceDetector, synthetic_labels, window_samples_for
+from backend.pipelines.ai_voice.detector import AIVoiceDetector, synthetic_labels, window_samples_for
 
 SR = 16000
 ASVSPOOF = {0: "bonafide", 1: "spoof"}
