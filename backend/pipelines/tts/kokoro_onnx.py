@@ -22,7 +22,8 @@ import numpy as np
 
 from backend.errors import ModelUnavailable
 from backend.pipelines.onnx_session import make_session
-from backend.pipelines.tts.common import KokoroPipeline, VoiceBank, npz_names
+from backend.pipelines.tts.pipeline import KokoroPipeline
+from backend.pipelines.tts.voices import VoiceBank, npz_names
 from config import Settings
 
 logger = logging.getLogger(__name__)
@@ -97,6 +98,7 @@ class KokoroOnnxPipeline(KokoroPipeline):
     """Kokoro-82M on ONNX Runtime; with no voice named and DEFAULT_VOICE absent, the first voice speaks."""
 
     backend = "onnx"
+    voice_names = staticmethod(voice_names)
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)

@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 
 from backend.errors import ModelUnavailable
-from backend.pipelines.tts.common import KokoroPipeline, VoiceBank
+from backend.pipelines.tts.pipeline import KokoroPipeline
+from backend.pipelines.tts.voices import VoiceBank
 from config import Settings
 
 logger = logging.getLogger(__name__)
@@ -216,6 +217,7 @@ class KokoroTorchPipeline(KokoroPipeline):
     """Kokoro-82M with the `kokoro` package on torch: the reference backend."""
 
     backend = "torch"
+    voice_names = staticmethod(voice_names)
 
     def __init__(self, settings: Settings, *, fold_weight_norm: bool = True) -> None:
         super().__init__(settings)

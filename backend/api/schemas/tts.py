@@ -1,0 +1,86 @@
+"""What a valid text-to-speech request is, in OpenAI's shape (/v1/audio/speech) and this service's (/api/tts).
+
+Everything that can be checked without the model is checked here, once: fields, text, speed,
+format (backend.audio.encode.check_format), voice syntax (backend.pipelines.tts.voices.parse_voice)
+and language. The pipeline's preprocess then checks what needs the model: that the voice is
+installed and that the text has something to say.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from backend.audio.encode import check_format
+from backend.errors import BadRequest
+from backend.pipelines.tts.g2p import language_code
+from backend.pipelines.tts.pipeline import SpeechRequest
+from backend.pipelines.tts.voices import parse_voice
+from config import Settings
+
+SPEED_MIN, SPEED_MAX = 0.25, 4.0
+OPENAI_FIELDS = frozenset({"model", "input", "voice", "response_format", "speed", "instructions", "stream_format"})
+API_FIELDS = frozenset({"text", "voice", "speed", "format", "lang"})
+# OpenAI's voice names: clients written for OpenAI send them; they get the default voice.
+OPENAI_VOICES = frozenset({"alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage",
+                           "shimmer", "verse"})
+
+
+def openai_speech_request(body: dict[str, Any], settings: Settings) -> SpeechRequest:
+    """OpenAI's `audio.speech.create` body: {model, input, voice, response_format, speed}."""
+    _check_keys(body, OPENAI_FIELDS)
+    if "input" not in body:
+        raise BadRequest("missing field 'input' (the text to speak)", field="input")
+    if not isinstance(body.get("model", ""), str):
+        raise BadRequest("model must be a string", field="model")
+    if body.get("stream_format", "audio") != "audio":
+        raise BadRequest("only stream_format 'audio' is served (long text is streamed as chunked audio); "
+                         "'sse' is not", field="stream_format")
+    voice = body.get("voice")
+    if isinstance(voice, str) and voice.strip().lower() in OPENAI_VOICES:
+        voice = None
+    return validate_request(settings, text=body["input"], voice=voice, speed=body.get("speed", 1.0),
+                            fmt=body.get("response_format", "mp3"))
+
+
+def api_tts_request(body: dict[str, Any], settings: Settings) -> SpeechRequest:
+    """This service's own body: {text, voice, speed, format, lang}; format defaults to wav."""
+    _check_keys(body, API_FIELDS)
+    if "text" not in body:
+        raise BadRequest("missing field 'text'", field="text")
+    return validate_request(settings, text=body["text"], voice=body.get("voice"), speed=body.get("speed", 1.0),
+                            fmt=body.get("format", "wav"), lang=body.get("lang"))
+
+
+def validate_request(settings: Settings, *, text: Any, voice: Any = None, speed: Any = 1.0,
+                     fmt: Any = "mp3", lang: Any = None) -> SpeechRequest:
+    """Everything about a request that can be checked without the model; raises 4xx ApiErrors."""
+    if not isinstance(text, str):
+        raise BadRequest("text must be a string", field="input")
+    if not text.strip():
+        raise BadRequest("text is empty or only whitespace", field="input")
+    if len(text) > settings.max_text_chars:
+        raise BadRequest(f"text is {len(text)} characters; the limit is {settings.max_text_chars} (MAX_TEXT_CHARS)",
+                         field="input", max_chars=settings.max_text_chars)
+    if isinstance(speed, bool) or not isinstance(speed, int | float) or not np.isfinite(speed):
+        raise BadRequest(f"speed must be a number between {SPEED_MIN} and {SPEED_MAX}", field="speed")
+    if not SPEED_MIN <= float(speed) <= SPEED_MAX:
+        raise BadRequest(f"speed {speed} is outside {SPEED_MIN}..{SPEED_MAX}", field="speed")
+    if not isinstance(fmt, str):
+        raise BadRequest("format must be a string", field="response_format")
+    fmt = check_format(fmt)
+    if voice is not None and (not isinstance(voice, str) or not voice.strip()):
+        raise BadRequest("voice must be a non-empty string", field="voice")
+    mix = parse_voice(voice) if voice is not None else None  # syntax and names; existence is the model's to say
+    lang_code = None
+    if lang is not None:
+        if not isinstance(lang, str):
+            raise BadRequest("lang must be a string", field="lang")
+        lang_code = language_code(lang)
+    return SpeechRequest(text=text, voice=mix, speed=float(speed), format=fmt, lang=lang_code)
+
+
+def _check_keys(body: dict[str, Any], allowed: frozenset[str]) -> None:
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise BadRequest(f"unknown field(s) {', '.join(unknown)}; accepted: {', '.join(sorted(allowed))}")

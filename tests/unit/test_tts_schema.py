@@ -1,0 +1,44 @@
+"""backend.api.schemas.tts: every request check that needs no model, with the reason it gives."""
+from __future__ import annotations
+
+import pytest
+
+from backend.api.schemas.tts import validate_request
+from backend.errors import BadRequest, UnsupportedFormat, VoiceNotFound
+
+
+@pytest.fixture(scope="module")
+def make_settings_module():
+    from config import build_settings
+    return lambda **kw: build_settings(**{"prometheus_multiproc_dir": None, **kw})
+
+
+@pytest.mark.parametrize("kwargs, error, fragment", [
+    ({"text": ""}, BadRequest, "empty"),
+    ({"text": " \n\t "}, BadRequest, "whitespace"),
+    ({"text": 42}, BadRequest, "string"),
+    ({"text": "x" * 101}, BadRequest, "limit is 100"),
+    ({"text": "hi", "speed": 0.2}, BadRequest, "0.25..4.0"),
+    ({"text": "hi", "speed": 4.5}, BadRequest, "0.25..4.0"),
+    ({"text": "hi", "speed": "fast"}, BadRequest, "number"),
+    ({"text": "hi", "speed": True}, BadRequest, "number"),
+    ({"text": "hi", "speed": float("nan")}, BadRequest, "number"),
+    ({"text": "hi", "fmt": "aac"}, UnsupportedFormat, "libsndfile has no AAC encoder"),
+    ({"text": "hi", "fmt": "ogg"}, UnsupportedFormat, "mp3, opus, flac, wav, pcm"),
+    ({"text": "hi", "voice": "../../etc/passwd"}, VoiceNotFound, "invalid voice name"),
+    ({"text": "hi", "voice": "af_heart/../x"}, VoiceNotFound, "invalid voice name"),
+    ({"text": "hi", "voice": ""}, BadRequest, "non-empty"),
+    ({"text": "hi", "lang": "klingon"}, BadRequest, "unknown"),
+    ({"text": "hi", "lang": "ja"}, BadRequest, "misaki[ja]"),
+])
+def test_bad_requests_are_refused_with_a_reason(make_settings_module, kwargs, error, fragment) -> None:
+    with pytest.raises(error) as caught:
+        validate_request(make_settings_module(max_text_chars=100), **kwargs)
+    assert fragment in caught.value.message
+    assert 400 <= caught.value.status < 500
+
+
+def test_a_good_request_is_normalised(make_settings_module) -> None:
+    request = validate_request(make_settings_module(), text="Hi.", voice="af_bella(2)+af_sky", speed=4,
+                               fmt="MP3", lang="en-GB")
+    assert (request.speed, request.format, request.lang) == (4.0, "mp3", "b")
