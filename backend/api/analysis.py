@@ -3,14 +3,13 @@
 Audio arrives as a multipart upload (field `file`), a raw body (any Content-Type but JSON and
 form data), or JSON with base64 in `audioBase64` (a data: URL prefix is accepted). It is
 decoded once by backend.audio.decode and handed to the pipelines as mono float32 at 16 kHz.
+Request shapes (options, base64, the contract body) are checked in backend.api.schemas.analysis.
 
 /api/voice-detection speaks the envelope its clients expect: {"status": "success", ...} or
 {"status": "error", "message"} with a 4xx/5xx code, never the generic {"error": {...}}.
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 from typing import Any
 
@@ -18,6 +17,7 @@ from flask import Blueprint, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from backend.api import json_object
+from backend.api.schemas.analysis import analysis_options, base64_audio, voice_detection_request
 from backend.audio.decode import DecodedAudio, decode_audio
 from backend.auth import require_api_key
 from backend.errors import ApiError, BadRequest, ModelDisabled, error_response, too_large
@@ -28,7 +28,6 @@ logger = logging.getLogger(__name__)
 bp = Blueprint("analysis", __name__)
 
 CONTRACT_ENDPOINT = "analysis.voice_detection"
-CONTRACT_FORMATS = ("mp3", "wav", "flac", "ogg", "opus")
 
 
 # --- routes ------------------------------------------------------------------------------------
@@ -72,22 +71,14 @@ def analyze():
 def voice_detection():
     """{"language", "audioFormat", "audioBase64"} -> {"status", "language", "classification", "confidenceScore", "explanation"}."""
     require_api_key()
-    body = json_object()
-    language = body.get("language")
-    if not isinstance(language, str) or not language.strip():
-        raise BadRequest("'language' is required: the language spoken in the audio, e.g. \"English\"")
-    audio_format = body.get("audioFormat")
-    if not isinstance(audio_format, str) or audio_format.lower() not in CONTRACT_FORMATS:
-        raise BadRequest(f"'audioFormat' must be one of {', '.join(CONTRACT_FORMATS)}, got {audio_format!r}")
-    if "audioBase64" not in body:
-        raise BadRequest("'audioBase64' is required: the audio file, base64-encoded")
+    contract = voice_detection_request(json_object())
     _enabled_or_raise("ai_voice")
-    audio = _decode(_base64_audio(body["audioBase64"]))
+    audio = _decode(base64_audio(contract.audio_base64))
     result = _detect_ai_voice(audio)
     synthetic = result["is_ai_generated"]
     confidence = result["score"] if synthetic else 1.0 - result["score"]
     return jsonify({
-        "status": "success", "language": language.strip(),
+        "status": "success", "language": contract.language,
         "classification": "AI_GENERATED" if synthetic else "HUMAN",
         "confidenceScore": round(confidence, 4),
         "explanation": _explanation(result, synthetic),
@@ -161,7 +152,7 @@ def _decoded_upload(body: dict[str, Any] | None) -> DecodedAudio:
     if body is not None:
         if "audioBase64" not in body:
             raise BadRequest("JSON requests carry the audio base64-encoded in 'audioBase64'")
-        return _decode(_base64_audio(body["audioBase64"]))
+        return _decode(base64_audio(body["audioBase64"]))
     if request.mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
         upload = request.files.get("file")
         if upload is None:
@@ -174,30 +165,8 @@ def _decode(data: bytes) -> DecodedAudio:
     return decode_audio(data, max_seconds=current_app.config["SETTINGS"].max_audio_seconds)
 
 
-def _base64_audio(value: Any) -> bytes:
-    if not isinstance(value, str) or not value.strip():
-        raise BadRequest("'audioBase64' must be a non-empty base64 string")
-    text = value.strip()
-    if text.startswith("data:"):
-        text = text.partition(",")[2]
-    try:
-        return base64.b64decode("".join(text.split()), validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise BadRequest(f"'audioBase64' is not valid base64: {exc}") from exc
-
-
 def _options(body: dict[str, Any] | None) -> dict[str, Any]:
-    """top_k and allowed_languages from the JSON body, or from form fields / the query string."""
-    source: dict[str, Any] = dict(request.args)
-    if request.form:
-        source.update(request.form)
-    if body is not None:
-        source.update(body)
-    top_k: Any = source.get("top_k", source.get("topK"))  # validated by the pipeline against its languages
-    allowed: Any = source.get("allowed_languages", source.get("allowedLanguages"))
-    if isinstance(allowed, str):
-        allowed = [code for code in (c.strip() for c in allowed.split(",")) if code]
-    return {"top_k": top_k, "allowed_languages": allowed}
+    return analysis_options(request.args, request.form, body)
 
 
 def _explanation(result: dict[str, Any], synthetic: bool) -> str:
