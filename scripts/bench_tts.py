@@ -39,36 +39,17 @@ LONG_TEXT = (
     "the lamps swung from the beams.")
 
 
-def _rss_mb() -> float:
-    from backend.memory import readings
-    return readings.rss_mb()
-
-
-def _peak_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def _reset_peak() -> None:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
-
-
 def child(variant: str, folder: str, model_dir: str, quick: bool, threads: int) -> dict:
     """Measure one variant in this (fresh) process."""
     from backend.memory import readings
     from config import build_settings
 
-    base_rss = _rss_mb()
+    base_rss = readings.rss_mb()
     settings = build_settings(kokoro_model_dir=folder or None, model_dir=model_dir,
                               onnx_dir=str(Path(model_dir) / "no-export"),
                               use_int8_quantization=variant.endswith("int8"), inference_threads=threads,
                               prometheus_multiproc_dir=None)
-    _reset_peak()
+    readings.reset_peak_rss()
     started = time.perf_counter()
     if variant.startswith("torch"):
         from backend.pipelines.tts.kokoro_torch import KokoroTorchPipeline
@@ -78,9 +59,9 @@ def child(variant: str, folder: str, model_dir: str, quick: bool, threads: int) 
         pipe = KokoroOnnxPipeline(settings)
     pipe.load()
     load_s = time.perf_counter() - started
-    load_peak = _peak_mb()
+    load_peak = readings.peak_rss_mb()
     readings.release_memory()
-    after_load = _rss_mb()
+    after_load = readings.rss_mb()
 
     import numpy as np
 
@@ -95,7 +76,7 @@ def child(variant: str, folder: str, model_dir: str, quick: bool, threads: int) 
         return time.perf_counter() - t0, len(audio) / SAMPLE_RATE_HZ
 
     synthesise("Warm up.")  # first-call costs (allocator, kernels) are not the steady rate
-    _reset_peak()
+    readings.reset_peak_rss()
     short_s, short_audio = synthesise(SHORT_TEXT)
     result = {"variant": variant, "base_rss_mb": base_rss, "load_s": load_s, "load_peak_mb": load_peak,
               "after_load_mb": after_load, "short_audio_s": short_audio, "short_rtf": short_s / short_audio}
@@ -108,9 +89,9 @@ def child(variant: str, folder: str, model_dir: str, quick: bool, threads: int) 
         next(stream)
         result["ttfb_s"] = time.perf_counter() - t0
         stream.close()  # the rest was measured as RTF 30 s
-    result["synth_peak_mb"] = _peak_mb()
+    result["synth_peak_mb"] = readings.peak_rss_mb()
     readings.release_memory()
-    result["steady_mb"] = _rss_mb()
+    result["steady_mb"] = readings.rss_mb()
     result["modules"] = [m for m in ("torch", "transformers", "kokoro", "spacy") if m in sys.modules]
     return result
 

@@ -23,9 +23,10 @@ import numpy as np
 import requests
 import soundfile as sf
 
+from backend.audio.decode import decode_audio
+from backend.audio.features import SAMPLE_RATE_HZ as SAMPLE_RATE
 from config import MODEL_NAMES
 
-SAMPLE_RATE = 16000
 SHORT_TEXT = "Hello, this is a short test of the speech service."
 LONG_TEXT = (
     "The budget check drives a realistic mix of requests against the real server while it samples "
@@ -121,18 +122,21 @@ PROFILES: dict[str, list[Call]] = {"speech": SPEECH, "fake": FAKE}
 
 
 def speech_wav(seconds: float = 3.0) -> bytes:
-    """A few seconds of English speech as 16 kHz mono WAV: espeak-ng if installed, else a synthetic voice."""
+    """A few seconds of English speech as 16 kHz mono WAV: espeak-ng if installed, else a synthetic voice.
+
+    espeak-ng speaks at 22.05 kHz; the server's own decoder (downmix, soxr) brings it to 16 kHz.
+    """
     if shutil.which("espeak-ng"):
         with tempfile.TemporaryDirectory() as folder:
             out = Path(folder) / "speech.wav"
             try:
                 subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(out), LONG_TEXT[:220]],
                                check=True, capture_output=True, timeout=30)
-                audio, rate = sf.read(out, dtype="float32")
-            except (subprocess.SubprocessError, OSError, RuntimeError):
-                audio = None
-        if audio is not None:
-            audio = _resample(audio, rate, SAMPLE_RATE)[: int(seconds * SAMPLE_RATE)]
+                spoken = out.read_bytes()
+            except (subprocess.SubprocessError, OSError):
+                spoken = None
+        if spoken:
+            audio = decode_audio(spoken, max_seconds=120).samples[: int(seconds * SAMPLE_RATE)]
             return _wav_bytes(audio)
     return _wav_bytes(voiced_signal(seconds))
 
@@ -151,15 +155,6 @@ def voiced_signal(seconds: float, rate: int = SAMPLE_RATE, seed: int = 0) -> np.
     syllables = np.clip(np.sin(2 * np.pi * 3.5 * t), 0, None) ** 0.5
     signal = voiced * syllables
     return (0.5 * signal / (np.abs(signal).max() + 1e-9)).astype(np.float32)
-
-
-def _resample(audio: np.ndarray, rate: int, target: int) -> np.ndarray:
-    if audio.ndim > 1:
-        audio = audio.mean(axis=1)
-    if rate == target:
-        return audio
-    positions = np.arange(int(len(audio) * target / rate)) * rate / target
-    return np.interp(positions, np.arange(len(audio)), audio).astype(np.float32)
 
 
 def _wav_bytes(audio: np.ndarray) -> bytes:

@@ -10,7 +10,6 @@ tests need little audio. labels="asvspoof" is MattyB95/AST-ASVspoof2019-Syntheti
 """
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -45,7 +44,9 @@ def build_ast_checkpoint(folder: Path | str, *, shape: Literal["tiny", "real"] =
     synthesizer) so tests can make the decision go either way.
     """
     import torch
-    from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
+    from transformers import ASTConfig, ASTForAudioClassification
+
+    from backend.pipelines.ai_voice.ast_torch import feature_extractor
 
     if shape not in ("tiny", "real"):
         raise ValueError(f"shape must be 'tiny' or 'real', got {shape!r}")
@@ -61,8 +62,5 @@ def build_ast_checkpoint(folder: Path | str, *, shape: Literal["tiny", "real"] =
         with torch.no_grad():
             model.classifier.dense.bias[synthetic] += synthetic_bias
     model.save_pretrained(folder)
-    with warnings.catch_warnings():
-        # 128 Kaldi mel bins over 257 FFT bins leave one filter empty: so do the published models.
-        warnings.filterwarnings("ignore", message="At least one mel filter has all zero values")
-        ASTFeatureExtractor(num_mel_bins=config.num_mel_bins, max_length=config.max_length).save_pretrained(folder)
+    feature_extractor(num_mel_bins=config.num_mel_bins, max_length=config.max_length).save_pretrained(folder)
     return folder

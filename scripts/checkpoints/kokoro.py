@@ -16,8 +16,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import tempfile
-import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -75,22 +73,15 @@ def build_kokoro_checkpoint(folder: Path | str, *, shape: Literal["tiny", "real"
     """
     import torch
 
-    from backend.pipelines.tts.kokoro_torch import import_kmodel
+    from backend.pipelines.tts.kokoro_torch import new_kmodel
 
-    KModel = import_kmodel()  # kokoro.model without the package's spaCy-importing __init__
     folder = Path(folder)
     (folder / "voices").mkdir(parents=True, exist_ok=True)
     config = kokoro_config(shape)
     (folder / "config.json").write_text(json.dumps(config, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
 
     torch.manual_seed(seed)
-    with tempfile.TemporaryDirectory() as tmp:
-        empty = Path(tmp) / "empty.pth"
-        torch.save({}, empty)  # KModel loads nothing from an empty dict: random initialisation
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="dropout option adds dropout", category=UserWarning)
-            warnings.filterwarnings("ignore", message=".*weight_norm.* is deprecated", category=FutureWarning)
-            model = KModel(repo_id="hexgrad/Kokoro-82M", config=config, model=str(empty)).eval()
+    model = new_kmodel(config).eval()  # random initialisation: no checkpoint is read
     with torch.no_grad():
         bias = model.predictor.duration_proj.linear_layer.bias
         bias.fill_(math.log(frames_per_phoneme / (config["max_dur"] - frames_per_phoneme)))

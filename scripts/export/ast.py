@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from backend.audio.features import AST_MEAN, AST_STD, ast_fbank
+from backend.pipelines.ai_voice.ast_torch import feature_extractor
 from scripts.export.common import Parity, classifier_parity, torch_to_onnx, write_meta
 from scripts.export.signals import parity_signals
 
@@ -30,10 +31,8 @@ def feature_params(source: str, config) -> dict:
 def _hub_preprocessor(source: str) -> dict:
     if Path(source).exists():
         return {}
-    from transformers import AutoFeatureExtractor
-
     try:
-        return AutoFeatureExtractor.from_pretrained(source).to_dict()
+        return feature_extractor(source).to_dict()
     except OSError:  # no preprocessor config published: the model's config decides
         return {}
 

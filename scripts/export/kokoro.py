@@ -20,20 +20,28 @@ from pathlib import Path
 
 import numpy as np
 
+from backend.pipelines.tts import kokoro_torch
+from backend.pipelines.tts.pipeline import SAMPLE_RATE_HZ
+from config import build_settings
 from scripts.export.common import Parity, choose, max_abs, quantize_int8, run_onnx, torch_to_onnx, write_meta
 
-SAMPLE_RATE_HZ = 24000
 FP32_TOLERANCE = 1e-3  # max abs error / peak of the noiseless waveform
 INT8_TOLERANCE = 0.25  # int8 weights: a looser bound on the same measure
 
 
-def model_folder(source: str | Path) -> Path:
-    """A local Kokoro folder (config.json, *.pth, voices/*.pt): the path itself, or the hub snapshot."""
-    if Path(source).is_dir():
-        return Path(source)
-    from huggingface_hub import snapshot_download
+def load_kokoro(source: str | Path):
+    """(KModel, config, folder) from a local folder or a hub repo, loaded as the server loads it.
 
-    return Path(snapshot_download(repo_id=str(source), allow_patterns=["config.json", "*.pth", "voices/*.pt"]))
+    The torch backend's own loader (backend.pipelines.tts.kokoro_torch): folder resolution with
+    its clear errors, the published weights file, the lean load with weight norm folded, and
+    the real-valued STFT (disable_complex) that ONNX can export.
+    """
+    local = Path(source).is_dir()
+    settings = build_settings(kokoro_model_dir=Path(source) if local else None,
+                              **({} if local else {"kokoro_repo_id": str(source)}))
+    folder = kokoro_torch.model_folder(settings)
+    model, config = kokoro_torch.build_model(folder, kokoro_torch.weights_file(folder, settings), disable_complex=True)
+    return model, config, folder
 
 
 def voices_npz(folder: Path, out_path: Path) -> list[str]:
@@ -84,14 +92,9 @@ def _parity_inputs(vocab: dict[str, int], packs: dict[str, np.ndarray], n_inputs
 def export(source: str | Path, out_dir: Path, *, int8: bool = True, n_inputs: int = 2) -> list[Parity]:
     """Export a Kokoro folder or hub repo to out_dir; returns the parity rows."""
     import torch
-    from kokoro.model import KModel, KModelForONNX
 
-    folder = model_folder(source)
-    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    weights = sorted(folder.glob("*.pth"))
-    if len(weights) != 1:
-        raise FileNotFoundError(f"{folder}: expected one *.pth weights file, found {len(weights)}")
-    model = KModel(repo_id="hexgrad/Kokoro-82M", config=config, model=str(weights[0]), disable_complex=True).eval()
+    model, config, folder = load_kokoro(source)
+    from kokoro.model import KModelForONNX  # after load_kokoro: kokoro.model without kokoro/__init__
 
     class Audio(torch.nn.Module):
         def __init__(self, model) -> None:

@@ -7,7 +7,6 @@ kept, so the 51865-row vocabulary projection is not shipped.
 """
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -15,26 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from backend.audio.features import whisper_log_mel
+from backend.pipelines.language.whisper_torch import language_tokens
 from scripts.export.common import Parity, classifier_parity, torch_to_onnx, write_meta
 from scripts.export.signals import parity_signals
-
-
-def language_tokens(source: str, model) -> dict[str, int]:
-    """Language code -> token id, from the generation config (what transformers' detect_language uses)."""
-    from transformers import GenerationConfig
-
-    lang_to_id = getattr(model.generation_config, "lang_to_id", None) or {}
-    local = Path(source) / "generation_config.json"
-    if not lang_to_id and local.is_file():  # transformers drops it when the file says _from_model_config
-        lang_to_id = json.loads(local.read_text()).get("lang_to_id") or {}
-    if not lang_to_id:
-        try:
-            lang_to_id = getattr(GenerationConfig.from_pretrained(source), "lang_to_id", None) or {}
-        except OSError:
-            lang_to_id = {}
-    if not lang_to_id:
-        raise ValueError("the whisper checkpoint has no generation_config.lang_to_id: not a multilingual model")
-    return {token.strip("<|>"): int(token_id) for token, token_id in sorted(lang_to_id.items(), key=lambda kv: kv[1])}
 
 
 def _wrapper(model, token_ids: list[int], start_id: int):
@@ -73,9 +55,8 @@ def export(source: str, out_dir: Path, *, int8: bool = True, n_inputs: int = 4) 
     from transformers import WhisperForConditionalGeneration
 
     model = WhisperForConditionalGeneration.from_pretrained(source, attn_implementation="eager").eval()
-    tokens = language_tokens(source, model)
-    start_id = int(model.generation_config.decoder_start_token_id or model.config.decoder_start_token_id)
-    wrapper = _wrapper(model, list(tokens.values()), start_id)
+    languages, token_ids, start_id = language_tokens(source, model)  # as the torch pipeline reads them
+    wrapper = _wrapper(model, token_ids, start_id)
     n_mels = int(model.config.num_mel_bins)
     features = np.stack([whisper_log_mel(signal, n_mels=n_mels) for signal in parity_signals(8.0, n_inputs)])
     with torch.inference_mode():
@@ -92,7 +73,7 @@ def export(source: str, out_dir: Path, *, int8: bool = True, n_inputs: int = 4) 
     write_meta(out_dir, {
         "family": "whisper", "source": str(source), "precision": "int8" if chosen.name.endswith("int8.onnx") else "fp32",
         "input": "input_features", "output": "language_logits",
-        "languages": list(tokens), "language_token_ids": list(tokens.values()), "decoder_start_token_id": start_id,
+        "languages": languages, "language_token_ids": token_ids, "decoder_start_token_id": start_id,
         "features": {"n_mels": n_mels, "chunk_s": 30, "sampling_rate": 16000},
     })
     return rows

@@ -99,7 +99,8 @@ def voice_names(settings: Settings) -> list[str]:
     return sorted(p.stem for p in (folder / "voices").glob("*.pt")) if folder else []
 
 
-def _weights_file(folder: Path, settings: Settings) -> Path:
+def weights_file(folder: Path, settings: Settings) -> Path:
+    """The folder's weights: the repo's published file name, else its only *.pth."""
     preferred = folder / WEIGHT_FILES.get(settings.kokoro_repo_id, "kokoro-v1_0.pth")
     if preferred.is_file():
         return preferred
@@ -168,22 +169,31 @@ def import_kmodel():
     return KModel
 
 
-def build_model(folder: Path, weights: Path, *, fold_weight_norm: bool = True, int8: bool = False):
+def new_kmodel(config: dict[str, Any], *, disable_complex: bool = False):
+    """A KModel of this config with no checkpoint read: randomly initialised (or on meta, inside
+    _parameters_on_meta). disable_complex swaps the complex STFT for the real one ONNX can export."""
+    import torch
+
+    KModel = import_kmodel()
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        # Kokoro's own construction notes: a 1-layer LSTM given dropout, the legacy weight_norm API.
+        warnings.filterwarnings("ignore", message="dropout option adds dropout", category=UserWarning)
+        warnings.filterwarnings("ignore", message=".*weight_norm.* is deprecated", category=FutureWarning)
+        empty = Path(tmp) / "empty.pth"
+        torch.save({}, empty)  # KModel loads this instead of downloading: weights come next
+        return KModel(repo_id="hexgrad/Kokoro-82M", config=config, model=str(empty), disable_complex=disable_complex)
+
+
+def build_model(folder: Path, weights: Path, *, fold_weight_norm: bool = True, int8: bool = False,
+                disable_complex: bool = False):
     """KModel from a checkpoint without a second copy of its weights; see the module docstring."""
     import torch
     from torch.nn.utils.weight_norm import WeightNorm
 
-    KModel = import_kmodel()
-
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     with torch.inference_mode():
-        with tempfile.TemporaryDirectory() as tmp, _parameters_on_meta(), warnings.catch_warnings():
-            # Kokoro's own construction notes: a 1-layer LSTM given dropout, the legacy weight_norm API.
-            warnings.filterwarnings("ignore", message="dropout option adds dropout", category=UserWarning)
-            warnings.filterwarnings("ignore", message=".*weight_norm.* is deprecated", category=FutureWarning)
-            empty = Path(tmp) / "empty.pth"
-            torch.save({}, empty)  # KModel loads this instead of downloading: weights come next
-            model = KModel(repo_id="hexgrad/Kokoro-82M", config=config, model=str(empty))
+        with _parameters_on_meta():
+            model = new_kmodel(config, disable_complex=disable_complex)
         state = torch.load(weights, map_location="cpu", mmap=True, weights_only=True)
         for key, component_state in state.items():
             if not hasattr(model, key):
@@ -233,7 +243,7 @@ class KokoroTorchPipeline(KokoroPipeline):
             # Only ever lowered: after a fork with torch imported, raising it is what hangs.
             torch.set_num_threads(threads)
         folder = model_folder(self.settings)
-        weights = _weights_file(folder, self.settings)
+        weights = weights_file(folder, self.settings)
         self.model, config = build_model(folder, weights, fold_weight_norm=self.fold_weight_norm,
                                          int8=self.settings.use_int8_quantization)
         self.vocab = config["vocab"]
