@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-MODEL_NAMES = ("tts", "language", "ai_voice")
+MODEL_NAMES = ("tts", "language", "ai_voice")  # one family each in backend/catalog.py
 CommaList = Annotated[list[str], NoDecode]
 
 

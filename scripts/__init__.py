@@ -1,1 +1,9 @@
-"""Benchmarks, budget check, ONNX export and checkpoint builders (importable by the tests)."""
+"""Operations as code, importable by the tests (the project is installed in place: pyproject.toml).
+
+    budget_check.py, budget/   prove a configuration fits its memory budget in a real cgroup
+    export_onnx.py, export/    torch -> ONNX with parity checks, one module per model family
+    checkpoints/               random-weight checkpoints built with the real model classes
+    bench_*.py                 benchmarks behind the tables in docs/BENCHMARKS.md
+    config_table.py            the README's configuration table, from config.Settings
+    setup.sh, serve.sh, test.sh  the install and the README's two commands
+"""

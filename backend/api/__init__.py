@@ -1,4 +1,14 @@
-"""HTTP blueprints, one module per area; this module holds what they share."""
+"""HTTP: one blueprint module per area, each turning HTTP into a pipeline call through the registry.
+
+    health.py    /health (touches no model) and /ready
+    models.py    /api/models: list, load, unload
+    metrics.py   /metrics (Prometheus)
+    tts.py       /v1/audio/speech, /api/tts, the voice lists
+    analysis.py  language, AI-voice, both, and the /api/voice-detection contract
+    schemas/     request shapes per area, checked before the registry is asked for anything
+
+This module holds what the blueprints share: reading a JSON object body.
+"""
 from __future__ import annotations
 
 from typing import Any

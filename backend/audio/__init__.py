@@ -1,2 +1,7 @@
-"""Audio in and out, pure functions: decode.py (any upload -> mono float32 at 16 kHz) and
-encode.py (float32 samples -> wav, flac, mp3, opus, aac, pcm bytes)."""
+"""Audio in and out, pure functions.
+
+    decode.py    any upload's bytes -> mono float32 at 16 kHz (by content, bounded memory)
+    encode.py    float32 samples -> wav, flac, mp3, opus or pcm bytes, whole or streamed
+                 (aac is refused: libsndfile, which encodes here, has no AAC encoder)
+    features.py  Whisper log-mel and AST filterbank in numpy, equal to transformers' extractors
+"""
