@@ -72,3 +72,24 @@ def fake_spec(name: str, size_mb: float, *, estimate_mb: float | None = None, pi
     return ModelSpec(name=name, factory=lambda: cls(name, size_mb, load_s),
                      estimate_mb=size_mb if estimate_mb is None else estimate_mb,
                      enabled=enabled, pinned=pinned, description=f"fake {size_mb} MB")
+
+
+class ScriptedWindows:
+    """Mixin for a WindowedClassifier backend whose logits for successive windows are given;
+    records the window sizes it was shown. Call `follow(logits)` in __init__."""
+
+    backend = "scripted"
+
+    def follow(self, logits: Any) -> None:
+        self._script = iter(np.asarray(logits, dtype=np.float32))
+        self.windows_seen: list[int] = []
+
+    def load(self) -> None:
+        pass
+
+    def features(self, window: np.ndarray) -> np.ndarray:
+        self.windows_seen.append(window.size)
+        return window[:10]
+
+    def logits(self, features: np.ndarray) -> np.ndarray:
+        return next(self._script)

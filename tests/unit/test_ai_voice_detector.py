@@ -10,31 +10,19 @@ import pytest
 
 from backend.errors import InvalidAudio, ModelUnavailable, UnprocessableEntity
 from backend.pipelines.ai_voice.detector import AIVoiceDetector, synthetic_labels, window_samples_for
+from tests.fakes import ScriptedWindows
 
 SR = 16000
 ASVSPOOF = {0: "bonafide", 1: "spoof"}
 
 
-class ScriptedDetector(AIVoiceDetector):
+class ScriptedDetector(ScriptedWindows, AIVoiceDetector):
     """A backend whose logits for successive windows are given; records the windows it was shown."""
-
-    backend = "scripted"
 
     def __init__(self, settings, logits, id2label=ASVSPOOF, max_length: int = 256, problem_type=None) -> None:
         super().__init__(settings)
-        self.script = iter(np.asarray(logits, dtype=np.float32))
-        self.windows_seen: list[int] = []
+        self.follow(logits)
         self.configure(id2label, max_length=max_length, problem_type=problem_type)
-
-    def load(self) -> None:
-        pass
-
-    def features(self, window: np.ndarray) -> np.ndarray:
-        self.windows_seen.append(window.size)
-        return window[:10]
-
-    def logits(self, features: np.ndarray) -> np.ndarray:
-        return next(self.script)
 
 
 def voice(seconds: float) -> np.ndarray:

@@ -13,31 +13,19 @@ import pytest
 from backend.errors import BadRequest, InvalidAudio, UnprocessableEntity
 from backend.pipelines.language.detector import WINDOW_SAMPLES, LanguageDetector, language_codes, read_lang_to_id
 from backend.pipelines.windows import softmax
+from tests.fakes import ScriptedWindows
 
 SR = 16000
 CODES = ["en", "zh", "de"]
 
 
-class ScriptedDetector(LanguageDetector):
+class ScriptedDetector(ScriptedWindows, LanguageDetector):
     """A backend whose logits for successive windows are given; records the windows it was shown."""
-
-    backend = "scripted"
 
     def __init__(self, settings, logits: list[list[float]]) -> None:
         super().__init__(settings)
         self.languages = list(CODES)
-        self.script = iter(np.asarray(logits, dtype=np.float32))
-        self.windows_seen: list[int] = []
-
-    def load(self) -> None:
-        pass
-
-    def features(self, window: np.ndarray) -> np.ndarray:
-        self.windows_seen.append(window.size)
-        return window[:10]
-
-    def logits(self, features: np.ndarray) -> np.ndarray:
-        return next(self.script)
+        self.follow(logits)
 
 
 def voice(seconds: float) -> np.ndarray:
