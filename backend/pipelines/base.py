@@ -1,9 +1,11 @@
 """The Pipeline interface every model family implements, whatever its backend.
 
-`load()` is called by the registry only. `preprocess(request)` validates everything and raises
-typed errors before any work or streaming starts; `run(features)` only calls the model (no I/O,
-no validation); `postprocess(raw)` returns plain data or bytes. `close()` drops the model so
-the registry can hand its memory back.
+`load()` is called by the registry only. A request reaches a pipeline already checked for all
+that needs no model (backend/api/schemas/); `preprocess(request)` checks the rest (what needs the
+model) and raises typed errors before any work or streaming starts; `run(features)` only calls
+the model (under torch.inference_mode() on torch; no I/O, no validation); `postprocess(raw)`
+returns plain data, or encoded bytes or chunks (TTS). `close()` drops the model so the registry
+can hand its memory back.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ class Pipeline(ABC):
 
     @abstractmethod
     def postprocess(self, raw: Any) -> Any:
-        """Turn model outputs into plain data or bytes."""
+        """Turn model outputs into plain data, or encoded bytes or chunks."""
 
     def __call__(self, request: Any) -> Any:
         return self.postprocess(self.run(self.preprocess(request)))
