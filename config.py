@@ -16,6 +16,14 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MODEL_NAMES = ("tts", "language", "ai_voice")  # one family each in backend/catalog.py
 CommaList = Annotated[list[str], NoDecode]
+VoiceTable = Annotated[dict[str, str], NoDecode]
+# OpenAI's voices -> the nearest Kokoro-82M v1.0 English voice by gender and accent (the table
+# VOICE_ALIASES replaces; GET /v1/audio/voices shows it with what each one speaks here).
+OPENAI_VOICE_ALIASES = {
+    "alloy": "af_alloy", "ash": "am_adam", "ballad": "bm_george", "coral": "af_heart", "echo": "am_echo",
+    "fable": "bm_fable", "nova": "af_nova", "onyx": "am_onyx", "sage": "af_sarah", "shimmer": "af_bella",
+    "verse": "am_michael",
+}
 
 
 class ConfigError(Exception):
@@ -51,14 +59,15 @@ class Settings(BaseSettings):
     enable_language_detection: bool = Field(True, description="Serve spoken-language detection.")
     enable_ai_voice_detection: bool = Field(True, description="Serve AI-generated-voice detection.")
     preload_models: CommaList = Field([], description="Comma list of pipelines built in each worker at start and never evicted (pinned).")
-    backend: Literal["torch", "onnx"] = Field("torch", description="Inference backend for every pipeline: torch (reference) or onnx (lean, fits 512 MB).")
+    backend: Literal["torch", "onnx"] = Field("onnx", description="Inference backend for every pipeline: onnx (lean, fits 512 MB) or torch (the reference and exporter; needs several GB).")
     tts_backend: Literal["", "torch", "onnx"] = Field("", description="Backend for tts only; empty = BACKEND.")
     language_backend: Literal["", "torch", "onnx"] = Field("", description="Backend for language only; empty = BACKEND.")
     ai_voice_backend: Literal["", "torch", "onnx"] = Field("", description="Backend for ai_voice only; empty = BACKEND.")
     use_int8_quantization: bool = Field(False, description="Dynamic int8 quantisation of Linear layers where it helps (torch backend).")
     model_dtype: Literal["float32", "bfloat16"] = Field("float32", description="Weight dtype on the torch backend; bfloat16 needs a CPU with bf16 support.")
     inference_threads: int = Field(0, ge=0, le=64, description="Intra-op threads per worker for torch / ONNX Runtime; 0 = library default (all cores).")
-    model_dir: Path = Field(Path("models"), description="Folder holding local model folders and exported ONNX models.")
+    model_dir: Path = Field(Path("models"), description="Folder holding local model folders and exported ONNX models (scripts/fetch_models.py writes it).")
+    state_dir: Path | None = Field(None, description="Folder the workers share and keep across restarts (measured model costs); unset = MODEL_DIR/state.")
     onnx_cpu_arena: bool = Field(False, description="ONNX Runtime CPU memory arena: faster repeated runs, but keeps peak activation memory reserved.")
     onnx_mem_pattern: bool = Field(False, description="ONNX Runtime memory-pattern planning: pre-allocates per input shape; costs memory when shapes vary (TTS).")
     onnx_dir: Path | None = Field(None, description="Folder of exported ONNX models (kokoro/, whisper/, ast/ from scripts/export_onnx.py); unset = MODEL_DIR/onnx.")
@@ -68,9 +77,10 @@ class Settings(BaseSettings):
     kokoro_model_dir: Path | None = Field(None, description="Local Kokoro folder (config.json, *.pth, voices/*.pt); unset = KOKORO_REPO_ID from the hub cache.")
     kokoro_repo_id: str = Field("hexgrad/Kokoro-82M", description="Hugging Face repo of Kokoro weights, used when KOKORO_MODEL_DIR is unset.")
     kokoro_g2p: Literal["espeak", "misaki"] = Field("espeak", description="English phonemiser: espeak (offline, no spaCy) or misaki (dictionary + spaCy en_core_web_sm, better heteronyms).")
-    default_voice: str = Field("af_heart", description="Voice used when a request names none.")
+    default_voice: str = Field("af_heart", description="Voice used when a request names none; when it is not installed, the first installed voice.")
+    voice_aliases: VoiceTable = Field(dict(OPENAI_VOICE_ALIASES), description="OpenAI voice names -> Kokoro voices, as name=voice,...; a mapped voice that is not installed gets the default voice (X-Voice says which spoke).")
     max_text_chars: int = Field(5000, ge=1, le=1_000_000, description="Longest text accepted by TTS, characters.")
-    tts_piece_tokens: int = Field(150, ge=16, le=510, description="Longest piece of phonemes TTS synthesises at once (16..510 tokens; Kokoro's limit is 510). Peak memory grows with it (ONNX int8: ~340 MB RSS at 100, ~500 at 250, ~660 at 500); longer sentences are cut at clauses, then words.")
+    tts_piece_tokens: int = Field(100, ge=16, le=510, description="Longest piece of phonemes TTS synthesises at once (16..510 tokens; Kokoro's limit is 510). A synthesis's peak memory grows with it (ONNX int8, a long text: +135 MB at 100, +155 at 120, +180..205 at 150); longer sentences are cut at clauses, then words.")
 
     # --- Voice analysis -------------------------------------------------------------------------
     whisper_model: str = Field("openai/whisper-tiny", description="Whisper for language detection: Hugging Face id or local folder.")
@@ -97,6 +107,19 @@ class Settings(BaseSettings):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
+    @field_validator("voice_aliases", mode="before")
+    @classmethod
+    def _pairs(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        table = {}
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            alias, sep, voice = (part.strip().lower() for part in item.partition("="))
+            if not sep or not alias or not voice:
+                raise ValueError(f"expected name=voice pairs, got {item!r}")
+            table[alias] = voice
+        return table
+
     @field_validator("enabled_models", "preload_models")
     @classmethod
     def _known_models(cls, value: list[str]) -> list[str]:
@@ -115,6 +138,11 @@ class Settings(BaseSettings):
     def onnx_root(self) -> Path:
         """Where the onnx backend looks for exported models."""
         return self.onnx_dir or self.model_dir / "onnx"
+
+    @property
+    def state_root(self) -> Path:
+        """Where workers keep what they share (measured model costs)."""
+        return self.state_dir or self.model_dir / "state"
 
     def backend_for(self, name: str) -> str:
         """The backend of one pipeline: its own override, else BACKEND."""

@@ -7,8 +7,10 @@ line naming the variable.
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
+from functools import partial
 
 from config import load_settings
 
@@ -115,7 +117,12 @@ def post_worker_init(worker):
     from backend.registry import get_registry
 
     registry = get_registry(worker.wsgi)
-    registry.start_worker(root_pid=os.getppid())  # budget counts master + all workers; pinned models load now
+    # The budget counts the master and all workers; pinned models load now. When a model cannot
+    # be admitted only because this worker holds memory it cannot give back, the registry asks
+    # for a replacement with SIGTERM to itself: Gunicorn's graceful exit (the worker stops
+    # accepting, finishes its in-flight requests within GRACEFUL_TIMEOUT) and the master forks
+    # a fresh worker, as after MAX_REQUESTS.
+    registry.start_worker(root_pid=os.getppid(), recycle=partial(os.kill, worker.pid, signal.SIGTERM))
     worker.log.info("worker %d booted: rss %.1f MB, budget %d MB", worker.pid, rss_mb(), settings.memory_budget_mb)
 
 

@@ -18,6 +18,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from backend.memory import metrics as memory_metrics
     from backend.memory import middleware
     from backend.registry import ModelRegistry
+    from backend.registry.costs import CostBook
 
     settings = settings or load_settings()
     _configure_logging(settings.log_level)
@@ -29,7 +30,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     registry = ModelRegistry(settings.memory_budget_mb, margin_mb=settings.memory_margin_mb,
                              ttl_s=settings.model_ttl_s, retry_after_s=settings.retry_after_s,
-                             queue_timeout_s=settings.queue_timeout_s)
+                             queue_timeout_s=settings.queue_timeout_s, costs=CostBook(settings.state_root))
     for spec in model_specs(settings):
         registry.register(spec)
     registry.subscribe(memory_metrics.on_registry_event)

@@ -1,23 +1,53 @@
-"""The catalog: which pipelines exist, which class runs each on each backend, what each costs.
+"""The catalog: which pipelines exist, which class runs each on each backend, what each is expected to cost.
 
 A family is one registry name (tts, language, ai_voice) served by one Pipeline class per backend.
-Classes are named as "module:Class" and imported only when the registry builds the model, so
-importing the app never imports torch, transformers, kokoro or onnxruntime. A new family (say,
-animation) is one more entry in FAMILIES and its name in config.MODEL_NAMES.
+Classes are named as "module:Class" and imported only when asked for (a pipeline module imports
+numpy, never its runtime at module level), so importing the app never imports torch,
+transformers, kokoro or onnxruntime. A new family (say, animation) is one more entry in
+FAMILIES and its name in config.MODEL_NAMES.
+
+Before a model was ever measured, its expected cost is built from three parts (registry.Estimate):
+its weight bytes at the dtype it runs in (read from its files by the pipeline's availability
+check), the import cost of its runtime in this process (IMPORT_COSTS_MB; nothing once imported)
+and the family's allowance for what a loaded model holds above its weights plus one request's
+activations (Family.allowance_mb). Once measured, the registry's shared cost file replaces the
+first two parts' guess with what this model, these files and these settings really took.
 """
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
 
-from backend.registry import ModelSpec
+from backend.registry import Estimate, ModelSpec
 from config import Settings
 
-if TYPE_CHECKING:  # typing only: the catalog imports pipeline modules by name, when a model is built
-    from backend.pipelines.base import Pipeline
+if TYPE_CHECKING:  # typing only: the catalog imports pipeline modules by name
+    from backend.pipelines.base import Availability, Pipeline
+
+#: RSS a worker gains by importing each runtime module, MB: the largest figure over the pipelines
+#: that import it, each in its own order right after the app (`scripts/bench_costs.py imports`,
+#: docs/BENCHMARKS.md "Import costs", 2026-12-01; onnxruntime 1.32.0, misaki 0.9.4, torch
+#: 2.13.0+cpu, transformers 5.23.0, kokoro 0.9.4). A module's shared parts count where they are
+#: first imported: transformers.modeling_utils carries torch._dynamo and sympy; misaki.en carries
+#: spaCy and, through it, torch (226 MB before torch is imported, 41 MB after: counted as 226).
+IMPORT_COSTS_MB: dict[str, float] = {
+    "onnxruntime": 19.6,
+    "misaki.espeak": 21.1,
+    "misaki.en": 225.9,
+    "torch": 179.4,
+    "transformers.modeling_utils": 101.1,
+    "transformers.models.whisper.modeling_whisper": 9.7,
+    "transformers.models.audio_spectrogram_transformer.modeling_audio_spectrogram_transformer": 8.3,
+    "kokoro.model": 9.3,
+}
+UNKNOWN_IMPORT_MB = 50.0  # a runtime module the table does not list: a guess, on the safe side
+#: settings that change what any model costs on either backend
+RUNTIME_COST_SETTINGS = ("inference_threads", "onnx_cpu_arena", "onnx_mem_pattern", "malloc_mmap_threshold_kb",
+                         "model_dtype", "use_int8_quantization")
 
 
 @dataclass(frozen=True)
@@ -27,25 +57,28 @@ class Family:
     name: str  # registry name, as in ENABLED_MODELS
     description: str
     classes: dict[str, str]  # backend -> "module:Class"
-    #: Peak MB a first build adds to a fresh worker, imports included, per backend: the admission
-    #: figure until the registry has measured the real one (scripts/bench_tts.py, bench_analysis.py
-    #: and bench_onnx.py measure them; docs/BENCHMARKS.md has the tables).
-    estimate_mb: dict[str, float]
+    #: MB a loaded model holds above its weight bytes (runtime buffers, unpacked weights) plus the
+    #: activations of one request, per backend: measured with scripts/bench_costs.py (docs/BENCHMARKS.md
+    #: "Model costs: estimate vs measured"). Only the first admission of a model uses it.
+    allowance_mb: dict[str, float]
+    #: settings that change what the model costs: a measurement is shared only under the same values
+    cost_settings: tuple[str, ...] = RUNTIME_COST_SETTINGS
 
 
 FAMILIES: tuple[Family, ...] = (
     Family("tts", "Kokoro-82M text to speech",
            {"torch": "backend.pipelines.tts.kokoro_torch:KokoroTorchPipeline",
             "onnx": "backend.pipelines.tts.kokoro_onnx:KokoroOnnxPipeline"},
-           {"torch": 1190, "onnx": 360}),
+           {"torch": 510, "onnx": 170},
+           cost_settings=RUNTIME_COST_SETTINGS + ("tts_piece_tokens", "kokoro_g2p")),
     Family("language", "Whisper spoken-language detection",
            {"torch": "backend.pipelines.language.whisper_torch:WhisperTorchPipeline",
             "onnx": "backend.pipelines.language.whisper_onnx:WhisperOnnxPipeline"},
-           {"torch": 450, "onnx": 120}),
+           {"torch": 60, "onnx": 140}),
     Family("ai_voice", "AST AI-generated-voice detection",
            {"torch": "backend.pipelines.ai_voice.ast_torch:ASTTorchPipeline",
             "onnx": "backend.pipelines.ai_voice.ast_onnx:ASTOnnxPipeline"},
-           {"torch": 750, "onnx": 150}),
+           {"torch": 130, "onnx": 170}),
 )
 BY_NAME = {family.name: family for family in FAMILIES}  # same names, same order as config.MODEL_NAMES
 
@@ -56,18 +89,53 @@ def pipeline_class(name: str, backend: str) -> type[Pipeline]:
     return getattr(importlib.import_module(module_name), class_name)
 
 
+def import_cost_mb(modules: tuple[str, ...], *, fresh: bool = False) -> float:
+    """What importing these modules adds to this process (only those not yet imported), or to a fresh worker."""
+    return sum(IMPORT_COSTS_MB.get(module, UNKNOWN_IMPORT_MB) for module in modules
+               if fresh or module not in sys.modules)
+
+
+def estimate(family: Family, backend: str, settings: Settings) -> Estimate:
+    """What building this family's model is expected to add now, before it was measured."""
+    cls = pipeline_class(family.name, backend)
+    modules = cls.runtime_modules(settings)
+    return Estimate(weights_mb=cls.availability(settings).weights_mb, allowance_mb=family.allowance_mb[backend],
+                    imports_mb=import_cost_mb(modules), fresh_imports_mb=import_cost_mb(modules, fresh=True))
+
+
+def cost_key(family: Family, backend: str, settings: Settings) -> str:
+    """What measurements of this model are shared under: family, backend, model files, cost settings."""
+    availability = _availability(family.name, backend, settings)
+    knobs = ",".join(f"{name}={getattr(settings, name)}" for name in family.cost_settings)
+    return f"{family.name}/{backend}/{availability.identity or availability.source}/{knobs}"
+
+
 def _build(name: str, backend: str, settings: Settings) -> Pipeline:
     return pipeline_class(name, backend)(settings)
 
 
+def _availability(name: str, backend: str, settings: Settings) -> Availability:
+    return pipeline_class(name, backend).availability(settings)
+
+
+def _import_runtime(name: str, backend: str, settings: Settings) -> None:
+    pipeline_class(name, backend).import_runtime(settings)
+
+
 def model_specs(settings: Settings) -> list[ModelSpec]:
-    """One registry spec per family, on its configured backend, enabled and pinned as configured."""
+    """One registry spec per family, on its configured backend, enabled and pinned as configured.
+
+    Nothing is imported here: each callable finds its pipeline class when the registry calls it.
+    """
     specs = []
     for family in FAMILIES:
         backend = settings.backend_for(family.name)
         factory: Callable[[], Pipeline] = partial(_build, family.name, backend, settings)
         specs.append(ModelSpec(
-            name=family.name, factory=factory, estimate_mb=family.estimate_mb[backend],
+            name=family.name, factory=factory, estimate=partial(estimate, family, backend, settings),
             enabled=settings.model_enabled(family.name), pinned=family.name in settings.preload_models,
-            description=f"{family.description} ({backend})", max_concurrency=settings.model_concurrency))
+            description=f"{family.description} ({backend})", max_concurrency=settings.model_concurrency,
+            availability=partial(_availability, family.name, backend, settings),
+            import_runtime=partial(_import_runtime, family.name, backend, settings),
+            cost_key=partial(cost_key, family, backend, settings)))
     return specs

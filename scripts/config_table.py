@@ -12,6 +12,8 @@ from config import Settings
 
 
 def _default(value: object) -> str:
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v}" for k, v in value.items()) or "(empty)"
     if isinstance(value, list):
         return ",".join(value) or "(empty)"
     if value is None or value == "":

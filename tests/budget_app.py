@@ -6,7 +6,8 @@
 `create_app()` builds the real app (settings, registry, metrics, admin endpoints) and replaces the
 three pipelines with fakes that hold real, touched memory: `name=SIZE` allocates SIZE MB on load
 and declares SIZE as its estimate; `name=SIZE:ESTIMATE` declares a different estimate (a model
-that lies about its cost, which only the cgroup catches). Models missing from the list are
+that lies about its cost, which only the cgroup catches); `name=SIZE:ESTIMATE:leak` is a model
+whose memory stays resident after it is unloaded (what only a fresh worker gives back). Models missing from the list are
 registered disabled. ENABLED_MODELS and PRELOAD_MODELS (pinned, built in each worker after fork)
 apply as for the real pipelines. `POST /fake/<name>` runs one request through the registry:
 JSON `{"hold_ms": 0..2000, "work_mb": 0..256}` keeps the model in use and allocates a request
@@ -23,9 +24,9 @@ from flask import Blueprint, Flask, jsonify, request
 
 from backend import create_app as create_real_app
 from backend.errors import BadRequest
-from backend.registry import ModelSpec, get_registry
+from backend.registry import ModelSpec, fixed_estimate, get_registry
 from config import MODEL_NAMES
-from tests.fakes import MB, FakePipeline
+from tests.fakes import LEAKED, MB, FakePipeline
 
 # A test-only knob, not a setting: config.Settings ignores it and the real app never reads it.
 SIZES_ENV = "FAKE_MODELS_MB"
@@ -56,15 +57,26 @@ class RequestFakePipeline(FakePipeline):
         return float(self.weights[:1000].sum() + transient[:10].sum())
 
 
-def parse_sizes(text: str) -> dict[str, tuple[float, float]]:
-    """'tts=80,ai_voice=400:50' -> {name: (size_mb, estimate_mb)}; raises ValueError on a bad item."""
+class LeakyRequestFakePipeline(RequestFakePipeline):
+    """Its memory stays resident after it is unloaded."""
+
+    def close(self) -> None:
+        LEAKED.append(self.weights)
+        super().close()
+
+
+def parse_sizes(text: str) -> dict[str, tuple[float, float, bool]]:
+    """'tts=80,ai_voice=400:50,language=60:60:leak' -> {name: (size_mb, estimate_mb, leaks)}; ValueError on a bad item."""
     sizes = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, _, value = item.partition("=")
-        size, _, estimate = value.partition(":")
+        size, _, rest = value.partition(":")
+        estimate, _, flag = rest.partition(":")
         if name not in MODEL_NAMES:
             raise ValueError(f"{SIZES_ENV}: unknown model {name!r}; accepted: {', '.join(MODEL_NAMES)}")
-        sizes[name] = (float(size), float(estimate or size))
+        if flag not in ("", "leak"):
+            raise ValueError(f"{SIZES_ENV}: {item!r}: the third field can only be 'leak'")
+        sizes[name] = (float(size), float(estimate or size), flag == "leak")
     return sizes
 
 
@@ -75,11 +87,14 @@ def create_app() -> Flask:
     registry = get_registry(app)
     sizes = parse_sizes(os.environ.get(SIZES_ENV, DEFAULT_SIZES))
     for name in MODEL_NAMES:
-        size_mb, estimate_mb = sizes.get(name, (0.0, 0.0))
+        size_mb, estimate_mb, leaks = sizes.get(name, (0.0, 0.0, False))
+        cls = LeakyRequestFakePipeline if leaks else RequestFakePipeline
         registry.register(ModelSpec(
-            name=name, factory=lambda name=name, size_mb=size_mb: RequestFakePipeline(name, size_mb),
-            estimate_mb=estimate_mb, enabled=name in sizes and settings.model_enabled(name),
-            pinned=name in settings.preload_models, description=f"fake {size_mb:g} MB (estimate {estimate_mb:g} MB)"))
+            name=name, factory=lambda name=name, size_mb=size_mb, cls=cls: cls(name, size_mb),
+            estimate=fixed_estimate(estimate_mb), enabled=name in sizes and settings.model_enabled(name),
+            pinned=name in settings.preload_models, description=f"fake {size_mb:g} MB (estimate {estimate_mb:g} MB)",
+            # measured costs are shared between workers under the fake's own size, never a real model's
+            cost_key=lambda name=name, size_mb=size_mb: f"fake/{name}/{size_mb:g}"))
     app.register_blueprint(bp)
     return app
 

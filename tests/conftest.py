@@ -6,6 +6,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,9 +26,9 @@ MB = readings.MB
 
 
 def budget_above_now(extra_mb: float, margin_mb: float = 0) -> float:
-    """A budget that leaves `extra_mb` free above this process's current memory."""
+    """A budget that leaves `extra_mb` free above this process's current memory, as admission reads it."""
     readings.release_memory()
-    return readings.rss_mb() + margin_mb + extra_mb
+    return readings.ServiceMemory().used_mb() + margin_mb + extra_mb
 
 
 @pytest.fixture
@@ -48,9 +49,14 @@ def registry_factory() -> Iterator[Any]:
 
 
 @pytest.fixture
-def make_settings() -> Any:
+def make_settings(tmp_path_factory) -> Any:
+    # Measured costs and exports of the test's own: never the checkout's models/state or models/onnx
+    # (the packaged Kokoro is still assembled once, under the default MODEL_DIR).
+    state, onnx = tmp_path_factory.mktemp("state"), tmp_path_factory.mktemp("no-exports")
+
     def make(**overrides: Any) -> Settings:
-        defaults: dict[str, Any] = {"model_ttl_s": -1, "prometheus_multiproc_dir": None}
+        defaults: dict[str, Any] = {"model_ttl_s": -1, "prometheus_multiproc_dir": None, "state_dir": state,
+                                    "onnx_dir": onnx}
         return build_settings(**{**defaults, **overrides})
     return make
 
@@ -92,7 +98,8 @@ class LiveServer:
         # The server sees only the settings a test gives it: "no env" means the defaults.
         settings_vars = {name.upper() for name in Settings.model_fields}
         full_env = {k: v for k, v in os.environ.items() if k.upper() not in settings_vars}
-        full_env.update({"PORT": str(port), "PYTHONUNBUFFERED": "1"}, **env)
+        self._state = tempfile.TemporaryDirectory(prefix="speech-state-")  # its own measured costs
+        full_env.update({"PORT": str(port), "PYTHONUNBUFFERED": "1", "STATE_DIR": self._state.name}, **env)
         self.log = ROOT / f".pytest-gunicorn-{port}.log"
         self._log_file = open(self.log, "wb")
         self.proc = subprocess.Popen(
@@ -125,6 +132,7 @@ class LiveServer:
                 self.proc.wait()
         self._log_file.close()
         self.log.unlink(missing_ok=True)
+        self._state.cleanup()
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import numpy as np
 
 from backend.memory import readings
 from backend.pipelines.base import Pipeline
-from backend.registry import ModelSpec
+from backend.registry import ModelSpec, fixed_estimate
 
 MB = readings.MB
 
@@ -61,6 +61,19 @@ class FakeHeapPipeline(FakePipeline):
         return float(len(self.weights or []))
 
 
+# What leaky models left behind: their memory stays resident after close, as glibc's heap kept
+# freed activations or a library leaked (the issue-11 worker that "keeps ~130 MB" after an unload).
+LEAKED: list[object] = []
+
+
+class LeakyPipeline(FakePipeline):
+    """Like FakePipeline, but closing it gives nothing back."""
+
+    def close(self) -> None:
+        LEAKED.append(self.weights)
+        super().close()
+
+
 class BrokenPipeline(FakePipeline):
     def load(self) -> None:
         time.sleep(self.load_s)  # long enough for concurrent requests to join the same build
@@ -70,7 +83,7 @@ class BrokenPipeline(FakePipeline):
 def fake_spec(name: str, size_mb: float, *, estimate_mb: float | None = None, pinned: bool = False,
               enabled: bool = True, load_s: float = 0.0, cls: type[FakePipeline] = FakePipeline) -> ModelSpec:
     return ModelSpec(name=name, factory=lambda: cls(name, size_mb, load_s),
-                     estimate_mb=size_mb if estimate_mb is None else estimate_mb,
+                     estimate=fixed_estimate(size_mb if estimate_mb is None else estimate_mb),
                      enabled=enabled, pinned=pinned, description=f"fake {size_mb} MB")
 
 

@@ -36,8 +36,9 @@ def detect_language():
     require_api_key()
     _enabled_or_raise("language")
     body = _json_if_any()
+    options = _options(body)
     audio = _decoded_upload(body)
-    result = _detect_language(audio, _options(body))
+    result = _detect_language(audio, options)
     return jsonify({"status": "success", **result, "input": audio.describe()})
 
 

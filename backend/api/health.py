@@ -1,4 +1,4 @@
-"""Liveness and readiness: /health touches no model, /ready says what is loaded."""
+"""Liveness and readiness: /health touches no model, /ready says what can be served and what cannot."""
 from __future__ import annotations
 
 import os
@@ -19,15 +19,21 @@ def health():
 
 @bp.get("/ready")
 def ready():
-    """200 once every pinned model is loaded; lists loaded / available / disabled models."""
+    """200 once pinned models are loaded and every enabled model can be served; else 503 saying why.
+
+    "starting": pinned models are still loading. "unservable": an enabled model can never be
+    admitted (files or runtime missing, or too large for the budget); each says the one command
+    or setting that fixes it.
+    """
     registry = get_registry()
-    models = {row["name"]: row["state"] for row in registry.snapshot()}
-    is_ready = registry.pinned_ready()
+    models = registry.readiness()
+    unservable = [m for m in models if m["enabled"] and not m["servable"]]
+    status = "starting" if not registry.pinned_ready() else "unservable" if unservable else "ready"
     body = {
-        "status": "ready" if is_ready else "starting",
-        "loaded": [n for n, s in models.items() if s == "loaded"],
-        "available": [n for n, s in models.items() if s in ("not loaded", "loading")],
-        "disabled": [n for n, s in models.items() if s == "disabled"],
+        "status": status,
+        "models": {m["name"]: {k: v for k, v in m.items() if k != "name"} for m in models},
+        "loaded": [m["name"] for m in registry.snapshot() if m["state"] == "loaded"],
+        "unservable": [m["name"] for m in unservable],
         "memory": registry.budget_status(),
     }
-    return jsonify(body), 200 if is_ready else 503
+    return jsonify(body), 200 if status == "ready" else 503

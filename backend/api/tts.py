@@ -1,8 +1,11 @@
 """Text to speech over HTTP: OpenAI-compatible /v1/audio/speech, /api/tts and the voice lists.
 
 A request is validated completely (backend.api.schemas.tts) before the registry is asked for
-the model; the pipeline then checks what needs the model (voices, G2P) before the first byte is
-sent, and encodes. Text that splits into several pieces is streamed (chunked transfer), one
+the model: its fields, then whether the model can be served at all (503 model_unavailable, from
+its files), then its voice against the voice names on disk (400; OpenAI's names through
+VOICE_ALIASES). Only then is the model leased, so a bad or unservable request never builds,
+loads or evicts anything. The pipeline then checks what needs the model (G2P) before the first
+byte is sent, and encodes. X-Voice says which voice spoke. Text that splits into several pieces is streamed (chunked transfer), one
 piece synthesised at a time, so the first audio leaves after the first sentence and memory does
 not grow with the text. The model stays checked out until the stream closes.
 """
@@ -14,11 +17,12 @@ from collections.abc import Iterator
 from flask import Blueprint, Response, current_app, jsonify
 
 from backend.api import json_object
-from backend.api.schemas.tts import api_tts_request, openai_speech_request
+from backend.api.schemas.tts import api_tts_request, installed_voice, openai_speech_request
 from backend.catalog import pipeline_class
 from backend.pipelines.tts.pipeline import SpeechRequest
-from backend.pipelines.tts.voices import voice_language
+from backend.pipelines.tts.voices import pick_default, voice_language
 from backend.registry import get_registry
+from config import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -40,17 +44,26 @@ def api_tts():
 @bp.get("/api/voices")
 @bp.get("/v1/audio/voices")
 def voices():
-    """Voices on disk for the configured backend, with their language; loads no model."""
+    """Voices on disk for the configured backend, with their language, and the aliases; loads no model."""
     settings = current_app.config["SETTINGS"]
-    backend = settings.backend_for("tts")
-    listed = [voice_language(name) for name in sorted(pipeline_class("tts", backend).voice_names(settings))]
-    names = [v["name"] for v in listed]
-    default = settings.default_voice if settings.default_voice in names else (names[0] if names else None)
-    return jsonify({"backend": backend, "default": default, "voices": listed})
+    names = _installed_voices(settings)
+    default = pick_default(names, settings.default_voice)
+    aliases = [{"name": alias, "voice": voice, "installed": voice in names, "speaks": voice if voice in names else default}
+               for alias, voice in sorted(settings.voice_aliases.items())]
+    return jsonify({"backend": settings.backend_for("tts"), "default": default,
+                    "voices": [voice_language(name) for name in names], "aliases": aliases})
 
 
-def _speak(request: SpeechRequest) -> Response:
-    lease = get_registry().lease("tts")
+def _installed_voices(settings: Settings) -> list[str]:
+    return sorted(pipeline_class("tts", settings.backend_for("tts")).voice_names(settings))
+
+
+def _speak(parsed: SpeechRequest) -> Response:
+    registry = get_registry()
+    registry.require_available("tts")  # 503 before anything is looked up, built or evicted
+    settings = current_app.config["SETTINGS"]
+    request = installed_voice(parsed, settings, _installed_voices(settings))
+    lease = registry.lease("tts")
     streaming = False
     try:
         speech = lease.pipeline(request)

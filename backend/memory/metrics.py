@@ -29,6 +29,10 @@ MODEL_EVICTIONS = Counter("speech_api_model_evictions", "Models evicted to make 
                           ["model", "reason"])
 MODEL_REFUSALS = Counter("speech_api_model_refusals", "Builds refused because they cannot fit the budget",
                          ["model"])
+MODEL_UNAVAILABLE = Counter("speech_api_model_unavailable", "Requests refused because a model's files or runtime "
+                            "are missing (nothing was evicted or built)", ["model"])
+WORKER_RECYCLES = Counter("speech_api_worker_recycles", "Workers that asked Gunicorn for a fresh replacement",
+                          ["reason", "model"])
 
 
 def on_registry_event(event: str, model: str, facts: dict[str, Any]) -> None:
@@ -41,6 +45,10 @@ def on_registry_event(event: str, model: str, facts: dict[str, Any]) -> None:
         MODEL_LOADED.labels(model).set(0)
     elif event == "refuse":
         MODEL_REFUSALS.labels(model).inc()
+    elif event == "unavailable":
+        MODEL_UNAVAILABLE.labels(model).inc()
+    elif event == "recycle":
+        WORKER_RECYCLES.labels("memory_retained", model).inc()
 
 
 def observe_request(endpoint: str, method: str, status: int, seconds: float, rss_bytes: float,

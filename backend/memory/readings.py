@@ -5,8 +5,11 @@ benchmarks and the budget check all measure a load's or a request's peak the sam
 
 The budget is the instance's, not a process's, so admission reads the memory of the whole
 service: the cgroup's working set when the service runs inside a memory-limited cgroup (what
-the OOM killer judges, as on Render), otherwise the summed RSS of the Gunicorn process tree
-(conservative: pages shared through preload are counted once per process).
+the OOM killer judges, as on Render), otherwise the summed PSS of the Gunicorn process tree:
+pages shared by the master and its workers (preload, libraries, mapped weights) are split
+between them, so each is counted once, as the kernel charges it. Summed RSS would count the
+master's pages once more per worker: with it a restarted worker saw the master's growth twice
+and refused a model that fitted.
 """
 from __future__ import annotations
 
@@ -74,14 +77,23 @@ def anon_mb() -> float:
 
 
 def pss_mb(pid: int) -> float:
-    """Proportional set size: shared pages split between the processes sharing them, MB."""
+    """Proportional set size: shared pages split between the processes sharing them, MB.
+
+    Where smaps_rollup cannot be read (kernels before 4.14, another user's process) the
+    process's RSS stands in: an over-count, never an under-count. A process gone counts 0.
+    """
     try:
         for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
             if line.startswith("Pss:"):
                 return int(line.split()[1]) / 1024
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
+    except ProcessLookupError:
+        return 0.0
+    except OSError:
         pass
-    return 0.0
+    try:
+        return rss_mb(pid)
+    except psutil.NoSuchProcess:
+        return 0.0
 
 
 def tree_pids(root_pid: int) -> list[int]:
@@ -93,15 +105,9 @@ def tree_pids(root_pid: int) -> list[int]:
         return []
 
 
-def tree_rss_mb(root_pid: int) -> float:
-    """Summed RSS of a process tree, MB."""
-    total = 0
-    for pid in tree_pids(root_pid):
-        try:
-            total += psutil.Process(pid).memory_info().rss
-        except psutil.NoSuchProcess:
-            continue
-    return total / MB
+def tree_pss_mb(root_pid: int) -> float:
+    """Summed PSS of a process tree, MB: its shared pages counted once in all."""
+    return sum(pss_mb(pid) for pid in tree_pids(root_pid))
 
 
 @dataclass(frozen=True)
@@ -158,7 +164,7 @@ class ServiceMemory:
 
     @property
     def source(self) -> str:
-        return f"cgroup-v{self.cgroup.version}" if self.cgroup else "process-tree-rss"
+        return f"cgroup-v{self.cgroup.version}" if self.cgroup else "process-tree-pss"
 
     def limit_mb(self) -> float | None:
         return self.cgroup.limit_mb() if self.cgroup else None
@@ -168,9 +174,9 @@ class ServiceMemory:
             try:
                 return self.cgroup.working_set_mb()
             except OSError:
-                logger.warning("cgroup memory files unreadable; falling back to process-tree RSS")
+                logger.warning("cgroup memory files unreadable; falling back to the process tree's PSS")
                 self.cgroup = None
-        return tree_rss_mb(self.root_pid)
+        return tree_pss_mb(self.root_pid)
 
 
 _libc = None

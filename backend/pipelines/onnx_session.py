@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.errors import ModelUnavailable
+from backend.pipelines.base import Availability, fetch_command, files_identity, files_mb
 from config import Settings
 
 logger = logging.getLogger(__name__)
@@ -61,11 +62,20 @@ def make_session(model_path: Path | str, settings: Settings):
     return ort.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
-def exported_model_or_unavailable(settings: Settings, folder_name: str, model: str) -> tuple[Path, dict[str, Any]]:
-    """(model.onnx path, meta.json) of one exported family under ONNX_DIR; ModelUnavailable when missing."""
+def exported_availability(settings: Settings, folder_name: str, model: str) -> Availability:
+    """Whether ONNX_DIR/<folder_name> holds an export (model.onnx + meta.json), from the files alone."""
     folder = settings.onnx_root / folder_name
     path, meta_path = folder / "model.onnx", folder / "meta.json"
     if not (path.is_file() and meta_path.is_file()):
-        raise ModelUnavailable(f"no exported {folder_name} model in {folder}: run scripts/export_onnx.py --models {model}",
-                               model=model)
-    return path, json.loads(meta_path.read_text(encoding="utf-8"))
+        return Availability.missing(f"no exported {folder_name} model in {folder}", fetch_command(model))
+    return Availability(servable=True, source=f"export {folder}", weights_mb=files_mb([path]),
+                        identity=files_identity([path]))
+
+
+def exported_model_or_unavailable(settings: Settings, folder_name: str, model: str) -> tuple[Path, dict[str, Any]]:
+    """(model.onnx path, meta.json) of one exported family under ONNX_DIR; ModelUnavailable when missing."""
+    availability = exported_availability(settings, folder_name, model)
+    if not availability.servable:
+        raise ModelUnavailable(f"{availability.reason}: run {availability.fix}", model=model)
+    folder = settings.onnx_root / folder_name
+    return folder / "model.onnx", json.loads((folder / "meta.json").read_text(encoding="utf-8"))

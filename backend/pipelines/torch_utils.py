@@ -7,16 +7,48 @@ calls it, so the onnx backend never pays for them.
 """
 from __future__ import annotations
 
+import json
 import logging
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from backend.errors import ModelUnavailable
+from backend.pipelines.base import Availability, fetch_command, files_identity, files_mb
 from config import Settings
 
 logger = logging.getLogger(__name__)
+
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+_FLOAT_DTYPES = {"F64", "F32", "F16", "BF16"}
+_INT_BYTES = {"I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+
+
+def safetensors_mb(path: Path, float_bytes: int) -> float:
+    """Weight bytes of a safetensors file with its floating tensors at `float_bytes` each, from its header alone."""
+    with open(path, "rb") as file:
+        header = json.loads(file.read(int.from_bytes(file.read(8), "little")))
+    total = 0
+    for name, tensor in header.items():
+        if name == "__metadata__":
+            continue
+        size = float_bytes if tensor["dtype"] in _FLOAT_DTYPES else _INT_BYTES.get(tensor["dtype"], 4)
+        total += math.prod(tensor["shape"]) * size
+    return total / 2**20
+
+
+def hub_cache_folder(repo_id: str) -> Path | None:
+    """The cached snapshot folder of a hub repo that holds its config.json; None when not cached (never downloads)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(repo_id, "config.json")
+    except ValueError:  # not a valid repo id
+        return None
+    return Path(found).parent if isinstance(found, str) else None
 
 
 def looks_local(source: str) -> bool:
@@ -36,6 +68,19 @@ class Checkpoint:
     def fetch_hint(self, source: str) -> str:
         return (f"fetch it once with `huggingface-cli download {source}` (unset HF_HUB_OFFLINE while doing so), "
                 f"or set {self.setting} to a local folder holding {self.files}")
+
+    def find_files(self, source: str, model: str, settings: Settings) -> Availability:
+        """Whether `source` (a folder, or a hub id in the local cache) holds config and weights, from disk alone."""
+        folder = Path(source) if looks_local(source) else hub_cache_folder(source)
+        weights = next((folder / name for name in WEIGHT_FILES if (folder / name).is_file()), None) if folder else None
+        if folder is None or weights is None or not (folder / "config.json").is_file():
+            where = f"{self.setting} folder {source}" if looks_local(source) else f"the hub cache of {source}"
+            return Availability.missing(f"{where} holds no {self.label} checkpoint ({self.files})", fetch_command(model))
+        # Stored weights at the dtype they will run in (MODEL_DTYPE); int8 is not counted as a saving.
+        float_bytes = 2 if settings.model_dtype == "bfloat16" and not settings.use_int8_quantization else 4
+        mb = safetensors_mb(weights, float_bytes) if weights.suffix == ".safetensors" else files_mb([weights])
+        return Availability(servable=True, source=f"torch checkpoint {folder}", weights_mb=mb,
+                            identity=files_identity([weights]))
 
     def load(self, model_class: Any, source: str, model: str) -> Any:
         """`model_class.from_pretrained(source)` in float32, eval mode; ModelUnavailable when not on disk or hub."""

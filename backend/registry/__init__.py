@@ -1,13 +1,16 @@
 """The model registry: decides what is loaded, against a measured memory budget.
 
-    spec.py       ModelSpec (how to build a pipeline, what it is expected to cost) and ModelState
-    admission.py  the admission decision: a pure function of the models' figures and a memory reading
+    spec.py       ModelSpec (how to build a pipeline, whether it can be, what it is expected to cost),
+                  Estimate and ModelState
+    admission.py  the admission and recycle decisions: pure functions of the models' figures and a
+                  memory reading
+    costs.py      CostBook: measured costs shared by every worker and kept across restarts
     lease.py      Lease: one request's hold on a pipeline, released once
     registry.py   ModelRegistry (single-flight builds, use counts, TTL, LRU eviction, measurement)
                   and get_registry(), the one way a blueprint finds it
 """
 from backend.registry.lease import Lease
 from backend.registry.registry import ModelRegistry, get_registry
-from backend.registry.spec import ModelSpec, ModelState
+from backend.registry.spec import Estimate, ModelSpec, ModelState, fixed_estimate
 
-__all__ = ["Lease", "ModelRegistry", "ModelSpec", "ModelState", "get_registry"]
+__all__ = ["Estimate", "Lease", "ModelRegistry", "ModelSpec", "ModelState", "fixed_estimate", "get_registry"]

@@ -1,15 +1,25 @@
 """ModelRegistry: owns model lifetime and decides what is loaded, against a measured memory budget.
 
-Pipelines register a ModelSpec (a factory plus an estimate of what it costs); nothing is
-built until first use. `lease(name)` / `acquire(name)` builds the model once however many
-requests arrive together (single-flight) and counts users so a model in use is never evicted.
-Before any build the model is admitted against the budget (backend.registry.admission): idle
-models are evicted least-recently-used first, and if the model still cannot fit the request is
-refused with BudgetExceeded (HTTP 503 + Retry-After) instead of letting the kernel OOM-kill the
-worker. Each build's real cost is measured (RSS, anonymous memory, peak) and each request's
-rise of peak RSS, when it runs alone; those figures replace the estimate for the next admission.
-Only a request served through a lease counts as a use: an admin or pinned load builds the model
-and measures its load, nothing else.
+Pipelines register a ModelSpec (a factory, an availability check and an estimate of what it
+costs); nothing is built until first use. `lease(name)` / `acquire(name)` builds the model once
+however many requests arrive together (single-flight) and counts users so a model in use is never
+evicted. Before any build the model's files are checked (a model that cannot be served is
+refused with 503 model_unavailable before anything is evicted), then it is admitted against
+the budget (backend.registry.admission): idle models are evicted least-recently-used first, and
+if the model still cannot fit the request is refused with BudgetExceeded (HTTP 503 +
+Retry-After) instead of letting the kernel OOM-kill the worker.
+
+What a model costs: before it was ever measured, the catalog's estimate (its weight bytes from
+its files, its family's allowance, and its runtime's import cost in this process). Each build is
+measured (RSS, anonymous memory, peak) after its runtime is imported, so the figures are the
+model's own; so is the first request after each load and each request's rise of peak RSS when it
+runs alone. Those figures go to the shared CostBook, which every worker (and every restart)
+admits from; the import part is added only while this process has not imported the runtime.
+
+When a model cannot be admitted although nothing else is loaded or in use, and a fresh worker
+would fit it (this one holds memory its allocator kept, or leaked), the worker asks Gunicorn to
+replace it once its requests finish (the recycle callback given to start_worker), at most once
+per MODEL_TTL_S, and the request gets a short Retry-After.
 """
 from __future__ import annotations
 
@@ -28,9 +38,11 @@ from flask import Flask, current_app
 from backend.errors import (ApiError, BudgetExceeded, ModelBusy, ModelDisabled, ModelSaturated, ModelUnavailable,
                             NotFound)
 from backend.memory import readings
-from backend.registry.admission import Admission, ModelFigures, Outcome, admit
+from backend.pipelines.base import Availability  # the contract's vocabulary; no pipeline is imported
+from backend.registry.admission import Admission, ModelFigures, Outcome, admit, recycle_helps
+from backend.registry.costs import CostBook, MeasuredCost
 from backend.registry.lease import Lease
-from backend.registry.spec import ModelSpec, ModelState
+from backend.registry.spec import Estimate, ModelSpec, ModelState
 
 if TYPE_CHECKING:  # typing only: the registry never imports a pipeline
     from backend.pipelines.base import Pipeline
@@ -38,6 +50,9 @@ if TYPE_CHECKING:  # typing only: the registry never imports a pipeline
 logger = logging.getLogger(__name__)
 
 EXTENSION = "registry"  # the key in app.extensions; read only through get_registry()
+#: Retry-After while this worker is being replaced: a fresh gthread worker answers within a couple of
+#: seconds (boot ~1 s; its listen socket is the master's, so nothing is refused meanwhile).
+RECYCLE_RETRY_AFTER_S = 2
 
 
 @dataclass
@@ -55,36 +70,45 @@ class _Entry:
     pipeline: Pipeline | None = None
     flight: _Flight | None = None
     in_use: int = 0  # requests holding it (running or queued for a slot): never evicted while > 0
-    uses: int = 0  # requests served through a lease
+    uses: int = 0  # requests served through a lease, over the process's life
+    uses_since_load: int = 0  # the same since the last build: its first is measured
     loads: int = 0
     last_used: float | None = None  # last request served, or the last load: TTL and LRU count from it
     loaded_at: float | None = None
     load_s: float | None = None
-    measured_mb: float | None = None  # RSS after load minus before
+    # This process's last build and its requests (the snapshot shows them; the CostBook keeps the worst):
+    imports_mb: float | None = None  # RSS the runtime import added before the last build (0: already imported)
+    measured_mb: float | None = None  # RSS after load minus before (after the import)
     anon_mb: float | None = None  # anonymous memory after load minus before
     peak_load_mb: float | None = None  # peak RSS during load minus before
-    first_use_mb: float | None = None  # RSS after the first request minus before load
+    first_use_mb: float | None = None  # RSS after the first request since the load minus before the load
     request_peak_mb: float | None = None  # largest rise of peak RSS during one request (activations)
     rss_before_load_mb: float = 0.0
+    key: str = ""  # what its measured costs are shared under (set at each admission)
     last_error: str | None = None
 
-    def cost_mb(self) -> float:
-        """What admitting this model is expected to add: measured if ever built, else the estimate."""
-        measured = [m for m in (self.peak_load_mb, self.first_use_mb, self.measured_mb) if m is not None]
-        if self.measured_mb is not None and self.request_peak_mb is not None:
-            measured.append(self.measured_mb + self.request_peak_mb)
-        return max(measured) if measured else self.spec.estimate_mb
+    def cost_key(self) -> str:
+        return self.spec.cost_key() if self.spec.cost_key is not None else self.spec.name
 
-    def headroom_mb(self) -> float:
-        """Memory a loaded model may still need above its steady size while it serves a request."""
-        if self.request_peak_mb is not None:
-            return self.request_peak_mb
-        return max(0.0, self.spec.estimate_mb - (self.measured_mb or 0.0))  # not measured yet: assume the estimate
 
-    def figures(self) -> ModelFigures:
-        return ModelFigures(name=self.spec.name, loaded=self.state is ModelState.LOADED, in_use=self.in_use,
-                            pinned=self.spec.pinned, last_used=self.last_used, resident_mb=self.measured_mb or 0.0,
-                            headroom_mb=self.headroom_mb())
+@dataclass(frozen=True)
+class _Need:
+    """What admitting one model is expected to add, and where the figure comes from."""
+
+    model_mb: float  # the model's own cost (measured, else the estimate's weights + allowance)
+    imports_mb: float  # its runtime's import in this process
+    fresh_imports_mb: float  # the same in a freshly started worker
+    source: str  # "estimate from files", "measured here", "measured by another worker (pid N)"
+    estimate: Estimate
+    measured: MeasuredCost | None
+
+    @property
+    def mb(self) -> float:
+        return self.model_mb + self.imports_mb
+
+    @property
+    def fresh_mb(self) -> float:
+        return self.model_mb + self.fresh_imports_mb
 
 
 EventListener = Callable[[str, str, dict[str, Any]], None]
@@ -100,7 +124,7 @@ class ModelRegistry:
 
     def __init__(self, budget_mb: float, *, margin_mb: float = 48, ttl_s: int = 300,
                  retry_after_s: int = 30, queue_timeout_s: float = 30,
-                 memory: readings.ServiceMemory | None = None) -> None:
+                 memory: readings.ServiceMemory | None = None, costs: CostBook | None = None) -> None:
         self.budget_mb = float(budget_mb)
         self.margin_mb = float(margin_mb)
         self.ttl_s = ttl_s
@@ -108,12 +132,18 @@ class ModelRegistry:
         self.queue_timeout_s = queue_timeout_s
         self._slots: dict[str, threading.Semaphore] = {}
         self.memory = memory or readings.ServiceMemory()
+        self.costs = costs or CostBook(None)  # None: measurements stay in this process
         self._entries: dict[str, _Entry] = {}
         self._lock = threading.Lock()
         self._build_lock = threading.Lock()  # one build at a time: admission is never raced
         self._listeners: list[EventListener] = []
         self._sweeper_pid: int | None = None
         self._stop = threading.Event()
+        # Set by start_worker() in a Gunicorn worker: its boot figures and how to ask for a replacement.
+        self.boot_rss_mb: float | None = None
+        self.boot_used_mb: float | None = None
+        self._recycle: Callable[[], None] | None = None
+        self._recycle_requested_at: float | None = None
 
     def init_app(self, app: Flask) -> None:
         """Make this the registry of `app` (get_registry() finds it)."""
@@ -153,24 +183,37 @@ class ModelRegistry:
         return entry is not None and entry.spec.enabled
 
     def snapshot(self) -> list[dict[str, Any]]:
-        """Every model with its state and measured figures, for GET /api/models."""
-        with self._lock:
-            rows = []
-            for name, e in self._entries.items():
+        """Every model with its state, whether it can be served, its cost and where that figure comes from."""
+        rows = []
+        for name, e in self._entries.items():
+            availability = self._availability(e)
+            need = self._need(e)
+            with self._lock:
                 row: dict[str, Any] = {
                     "name": name, "state": e.state.value, "description": e.spec.description,
-                    "pinned": e.spec.pinned, "estimate_mb": round(e.spec.estimate_mb, 1),
+                    "pinned": e.spec.pinned, "servable": availability.servable,
+                    "source": availability.source or None, "reason": availability.reason or None,
+                    "fix": availability.fix or None,
+                    "cost_mb": round(need.mb, 1), "cost_source": need.source,
+                    "cost": {"model_mb": round(need.model_mb, 1), "imports_mb": round(need.imports_mb, 1),
+                             "source": need.source,
+                             "estimate": {"weights_mb": round(need.estimate.weights_mb, 1),
+                                          "allowance_mb": round(need.estimate.allowance_mb, 1),
+                                          "imports_mb": round(need.estimate.imports_mb, 1),
+                                          "total_mb": round(need.estimate.model_mb + need.estimate.imports_mb, 1)},
+                             "measured": _measured_row(need.measured)},
+                    "estimate_mb": round(need.estimate.model_mb + need.estimate.imports_mb, 1),
                     "measured_mb": _round(e.measured_mb), "anon_mb": _round(e.anon_mb),
-                    "peak_load_mb": _round(e.peak_load_mb), "first_use_mb": _round(e.first_use_mb),
-                    "request_peak_mb": _round(e.request_peak_mb),
-                    "cost_mb": round(e.cost_mb(), 1), "load_s": _round(e.load_s, 3),
+                    "imports_mb": _round(e.imports_mb), "peak_load_mb": _round(e.peak_load_mb),
+                    "first_use_mb": _round(e.first_use_mb), "request_peak_mb": _round(e.request_peak_mb),
+                    "load_s": _round(e.load_s, 3),
                     "loaded_at": e.loaded_at, "last_used": e.last_used, "use_count": e.uses,
                     "in_use": e.in_use, "loads": e.loads, "last_error": e.last_error,
                 }
                 if e.pipeline is not None:
                     row.update(e.pipeline.describe())
-                rows.append(row)
-            return rows
+            rows.append(row)
+        return rows
 
     def budget_status(self) -> dict[str, Any]:
         used = self.memory.used_mb()
@@ -178,6 +221,37 @@ class ModelRegistry:
         return {"budget_mb": round(budget, 1), "margin_mb": self.margin_mb, "used_mb": round(used, 1),
                 "used_percent": round(100 * used / budget, 1), "source": self.memory.source,
                 "process_rss_mb": round(readings.rss_mb(), 1)}
+
+    def readiness(self) -> list[dict[str, Any]]:
+        """Per model: can it be served now, and if not, why and the one command that makes it so.
+
+        An enabled model is unservable when its files or runtime are missing, or when even a fresh
+        worker with nothing loaded could never admit it (its cost exceeds the budget less what the
+        service holds at boot).
+        """
+        limit = self.effective_budget_mb - self.margin_mb
+        baseline = self.boot_used_mb if self.boot_used_mb is not None else self.memory.used_mb()
+        rows = []
+        for name, e in self._entries.items():
+            row: dict[str, Any] = {"name": name, "enabled": e.spec.enabled, "state": e.state.value}
+            if not e.spec.enabled:
+                rows.append({**row, "servable": False, "reason": "disabled by configuration",
+                             "fix": f"add {name} to ENABLED_MODELS (and its ENABLE_* switch)"})
+                continue
+            availability = self._availability(e)
+            if not availability.servable:
+                rows.append({**row, "servable": False, "reason": availability.reason, "fix": availability.fix})
+                continue
+            need = self._need(e)
+            if e.state is not ModelState.LOADED and baseline + need.fresh_mb > limit:
+                rows.append({**row, "servable": False, "need_mb": round(need.fresh_mb),
+                             "reason": f"needs about {need.fresh_mb:.0f} MB ({need.source}) but at most "
+                                       f"{max(0.0, limit - baseline):.0f} MB of the {self.effective_budget_mb:.0f} MB "
+                                       f"budget is ever free (the service holds {baseline:.0f} MB at boot)",
+                             "fix": "BACKEND=onnx, a larger MEMORY_BUDGET_MB, or fewer WORKERS"})
+                continue
+            rows.append({**row, "servable": True, "source": availability.source, "need_mb": round(need.fresh_mb)})
+        return rows
 
     # --- use -----------------------------------------------------------------------------------
     def lease(self, name: str) -> Lease:
@@ -193,6 +267,7 @@ class ModelRegistry:
                 headers={"Retry-After": str(self.retry_after_s)}, model=name)
         with self._lock:
             entry.uses += 1
+            entry.uses_since_load += 1
             entry.last_used = time.time()
         start_rss_mb = self._start_request_measurement()
         return Lease(name, pipeline, partial(self._release, entry, slot, start_rss_mb))
@@ -224,6 +299,8 @@ class ModelRegistry:
         if not entry.spec.enabled:
             raise ModelDisabled(f"model {name!r} is disabled by configuration", model=name)
         self._ensure_sweeper()
+        if entry.state is not ModelState.LOADED:
+            self.require_available(name)  # nothing is evicted or built for a model that cannot be served
         while True:
             with self._lock:
                 if entry.state is ModelState.LOADED:
@@ -274,30 +351,93 @@ class ModelRegistry:
         self._checkin(entry, start_rss_mb=start_rss_mb, served=True)
 
     def _checkin(self, entry: _Entry, *, start_rss_mb: float | None = None, served: bool) -> None:
+        request_peak = None
         if start_rss_mb is not None:
             peak = readings.peak_rss_mb()
             if peak is not None:
-                rise = max(0.0, peak - start_rss_mb)
-                with self._lock:
-                    entry.request_peak_mb = max(entry.request_peak_mb or 0.0, rise)
+                request_peak = max(0.0, peak - start_rss_mb)
         with self._lock:
+            if request_peak is not None:
+                entry.request_peak_mb = max(entry.request_peak_mb or 0.0, request_peak)
             entry.in_use -= 1
             if served:
                 entry.last_used = time.time()
             idle = entry.in_use == 0
-            first_use = served and idle and entry.uses == 1 and entry.first_use_mb is None
+            # The first request after each build (not only the process's first): a model rebuilt
+            # after an eviction is measured again, against the RSS before that build.
+            first_use = served and idle and entry.uses_since_load == 1 and entry.first_use_mb is None
+        first_use_mb = None
         if first_use:
-            # Inference grows memory past what loading did (arenas, caches): count it once.
-            entry.first_use_mb = max(0.0, readings.rss_mb() - entry.rss_before_load_mb)
+            # Inference grows memory past what loading did (arenas, caches): count it once per load.
+            first_use_mb = entry.first_use_mb = max(0.0, readings.rss_mb() - entry.rss_before_load_mb)
+        if request_peak is not None or first_use_mb is not None:
+            self.costs.record(entry.key or entry.cost_key(), request_peak_mb=request_peak, first_use_mb=first_use_mb)
         if idle and self.ttl_s == 0 and not entry.spec.pinned:
             self._unload(entry, reason="ttl")
 
-    # --- build, admission, unload ---------------------------------------------------------------
+    # --- availability, cost, build, admission ------------------------------------------------------
+    def _availability(self, entry: _Entry) -> Availability:
+        if entry.spec.availability is None:
+            return Availability(servable=True)
+        try:
+            return entry.spec.availability()
+        except Exception as exc:  # a broken check must not take the service down: say so instead
+            logger.exception("availability check of %s failed", entry.spec.name)
+            return Availability.missing(f"availability check failed: {exc}", "see the server log")
+
+    def require_available(self, name: str) -> None:
+        """503 model_unavailable naming the fix when a model's files or runtime are missing; else nothing."""
+        entry = self._entry_or_404(name)
+        if not entry.spec.enabled:
+            raise ModelDisabled(f"model {name!r} is disabled by configuration", model=name)
+        availability = self._availability(entry)
+        if not availability.servable:
+            self._emit("unavailable", name)
+            raise ModelUnavailable(f"model {name!r} cannot be served: {availability.reason}; to fix: {availability.fix}",
+                                   model=name, fix=availability.fix)
+
+    def _need(self, entry: _Entry) -> _Need:
+        """What admitting `entry` adds now: measured figures (any worker's) if there are any, else the estimate."""
+        estimate = entry.spec.estimate()
+        entry.key = entry.cost_key()
+        measured = self.costs.get(entry.key)
+        model_mb = measured.cost_mb() if measured is not None else None
+        if model_mb is None:
+            source, model_mb = "estimate from files", estimate.model_mb
+        elif self.costs.measured_here(entry.key):
+            source = "measured here"
+        else:
+            source = f"measured by another worker (pid {measured.pid})"  # type: ignore[union-attr]
+        return _Need(model_mb, estimate.imports_mb, estimate.fresh_imports_mb, source, estimate, measured)
+
+    def _headroom_mb(self, entry: _Entry) -> float:
+        """Memory a loaded model may still need above its steady size while it serves a request."""
+        measured = self.costs.get(entry.key) if entry.key else None
+        if measured is not None and measured.request_peak_mb is not None:
+            return measured.request_peak_mb
+        if entry.request_peak_mb is not None:
+            return entry.request_peak_mb
+        estimate = entry.spec.estimate()  # not measured yet: assume the estimate
+        return max(0.0, estimate.model_mb - (entry.measured_mb or 0.0))
+
+    def _figures(self, entry: _Entry) -> ModelFigures:
+        return ModelFigures(name=entry.spec.name, loaded=entry.state is ModelState.LOADED, in_use=entry.in_use,
+                            pinned=entry.spec.pinned, last_used=entry.last_used,
+                            resident_mb=entry.measured_mb or 0.0, headroom_mb=self._headroom_mb(entry))
+
     def _build(self, entry: _Entry) -> Pipeline:
         name = entry.spec.name
         with self._build_lock:
-            need = entry.cost_mb()
+            need = self._need(entry)
             self._make_room(entry, need)
+            # The runtime is imported first and measured on its own, so the build's figures are the model's.
+            before_import = readings.rss_mb()
+            if entry.spec.import_runtime is not None:
+                try:
+                    entry.spec.import_runtime()
+                except ImportError as exc:
+                    raise ModelUnavailable(f"model {name!r} cannot be served: its runtime does not import ({exc})",
+                                           model=name) from exc
             before_rss, before_anon = readings.rss_mb(), readings.anon_mb()
             peak_reset = readings.reset_peak_rss()
             started = time.perf_counter()
@@ -317,52 +457,96 @@ class ModelRegistry:
             peak = readings.peak_rss_mb() if peak_reset else None
             readings.release_memory()  # drop load-time transients before measuring steady cost
             after_rss, after_anon = readings.rss_mb(), readings.anon_mb()
+            entry.imports_mb = max(0.0, before_rss - before_import)
             entry.rss_before_load_mb = before_rss
             entry.measured_mb = max(0.0, after_rss - before_rss)
             entry.anon_mb = max(0.0, after_anon - before_anon)
             entry.peak_load_mb = max(0.0, (peak or after_rss) - before_rss)
             entry.first_use_mb = None
+            entry.uses_since_load = 0
             entry.load_s = load_s
             entry.loaded_at = time.time()
             entry.loads += 1
-        logger.info("event=model_loaded model=%s load_s=%.2f rss_before_mb=%.1f rss_after_mb=%.1f "
-                    "measured_mb=%.1f anon_mb=%.1f peak_load_mb=%.1f",
-                    name, load_s, before_rss, after_rss, entry.measured_mb, entry.anon_mb, entry.peak_load_mb)
+            self.costs.record(entry.key, measured_mb=entry.measured_mb, peak_load_mb=entry.peak_load_mb)
+        logger.info("event=model_loaded model=%s load_s=%.2f imports_mb=%.1f rss_before_mb=%.1f rss_after_mb=%.1f "
+                    "measured_mb=%.1f anon_mb=%.1f peak_load_mb=%.1f expected_mb=%.1f expected_from=%r",
+                    name, load_s, entry.imports_mb, before_rss, after_rss, entry.measured_mb, entry.anon_mb,
+                    entry.peak_load_mb, need.mb, need.source)
         self._emit("load", name, mb=entry.measured_mb, seconds=load_s)
         return pipeline
 
     def _admission(self, entry: _Entry, need_mb: float, limit_mb: float) -> Admission:
         used_mb = self.memory.used_mb()
         with self._lock:
-            figures = [e.figures() for e in self._entries.values()]
+            entries = list(self._entries.values())
+        figures = [self._figures(e) for e in entries]
         return admit(figures, name=entry.spec.name, need_mb=need_mb, used_mb=used_mb, limit_mb=limit_mb)
 
-    def _make_room(self, entry: _Entry, need_mb: float) -> None:
-        """Evict what admission names (LRU first, asking again after each) until `need_mb` fits, or refuse."""
+    def _make_room(self, entry: _Entry, need: _Need) -> None:
+        """Evict what admission names (LRU first, asking again after each) until the model fits, or refuse."""
         limit = self.effective_budget_mb - self.margin_mb
-        admission = self._admission(entry, need_mb, limit)
+        admission = self._admission(entry, need.mb, limit)
         if admission.fits:
             return
         if admission.outcome is Outcome.EVICT:
             for victim in admission.victims:
                 self._unload(self._entries[victim], reason="evicted")
-                admission = self._admission(entry, need_mb, limit)
+                admission = self._admission(entry, need.mb, limit)
                 if admission.fits:
                     return
-        self._refuse(entry, need_mb, admission)
+        self._refuse(entry, need, admission, limit)
 
-    def _refuse(self, entry: _Entry, need_mb: float, admission: Admission) -> None:
+    def _refuse(self, entry: _Entry, need: _Need, admission: Admission, limit_mb: float) -> None:
         name, used = entry.spec.name, admission.used_mb
-        self._emit("refuse", name, mb=need_mb)
         budget = self.effective_budget_mb
-        logger.warning("event=model_refused model=%s needed_mb=%.0f used_mb=%.0f budget_mb=%.0f margin_mb=%.0f",
-                       name, need_mb, used, budget, self.margin_mb)
+        recycling = self._recycle_if_it_helps(entry, need, admission, limit_mb)
+        self._emit("refuse", name, mb=need.mb)
+        logger.warning("event=model_refused model=%s needed_mb=%.0f needed_from=%r used_mb=%.0f budget_mb=%.0f "
+                       "margin_mb=%.0f recycling=%s", name, need.mb, need.source, used, budget, self.margin_mb,
+                       recycling)
+        if recycling:
+            raise BudgetExceeded(
+                f"model {name!r} needs about {need.mb:.0f} MB but this worker holds memory it cannot give back "
+                f"({admission.free_mb:.0f} MB of the {budget:.0f} MB budget free with nothing loaded); it is being "
+                f"replaced by a fresh worker: retry in {RECYCLE_RETRY_AFTER_S} s",
+                headers={"Retry-After": str(RECYCLE_RETRY_AFTER_S)}, model=name, needed_mb=round(need.mb),
+                used_mb=round(used), budget_mb=round(budget), margin_mb=round(self.margin_mb), recycling=True)
         raise BudgetExceeded(
-            f"model {name!r} needs about {need_mb:.0f} MB but only {admission.free_mb:.0f} MB of the "
+            f"model {name!r} needs about {need.mb:.0f} MB but only {admission.free_mb:.0f} MB of the "
             f"{budget:.0f} MB budget is free (models in use cannot be evicted); retry later",
             headers={"Retry-After": str(self.retry_after_s)},
-            model=name, needed_mb=round(need_mb), used_mb=round(used), budget_mb=round(budget),
+            model=name, needed_mb=round(need.mb), used_mb=round(used), budget_mb=round(budget),
             margin_mb=round(self.margin_mb))
+
+    def _recycle_if_it_helps(self, entry: _Entry, need: _Need, admission: Admission, limit_mb: float) -> bool:
+        """Ask for a fresh worker when nothing else is loaded or in use and one would admit the model.
+
+        True while this worker is being replaced (asked now or earlier), so the caller says so.
+        """
+        if self._recycle is None or self.boot_rss_mb is None:
+            return False  # not a Gunicorn worker (tests, flask run): nobody to replace it
+        now = time.time()
+        with self._lock:
+            if self._recycle_requested_at is not None:
+                window = self.ttl_s if self.ttl_s > 0 else float("inf")  # TTL <= 0: once per worker
+                if now - self._recycle_requested_at < window:
+                    return True  # already asked: the replacement is on its way
+            others_busy = any(e.state in (ModelState.LOADED, ModelState.LOADING) or e.in_use
+                              for e in self._entries.values() if e is not entry)
+        if others_busy:
+            return False
+        retained = max(0.0, readings.rss_mb() - self.boot_rss_mb)
+        if not recycle_helps(used_mb=admission.used_mb, retained_mb=retained, need_fresh_mb=need.fresh_mb,
+                             limit_mb=limit_mb):
+            return False
+        with self._lock:
+            self._recycle_requested_at = now
+        logger.warning("event=worker_recycle pid=%d reason=memory_retained model=%s retained_mb=%.0f need_mb=%.0f "
+                       "used_mb=%.0f limit_mb=%.0f: asking Gunicorn for a fresh worker after in-flight requests",
+                       os.getpid(), entry.spec.name, retained, need.fresh_mb, admission.used_mb, limit_mb)
+        self._emit("recycle", entry.spec.name, retained_mb=retained)
+        self._recycle()
+        return True
 
     def unload(self, name: str) -> bool:
         """Unload now (admin); False if it was not loaded. A model in use is refused with 409."""
@@ -393,14 +577,30 @@ class ModelRegistry:
         return True
 
     # --- worker life -----------------------------------------------------------------------------
-    def start_worker(self, root_pid: int | None = None) -> threading.Thread:
-        """In a freshly started worker: count the whole service's memory and build pinned models."""
+    def start_worker(self, root_pid: int | None = None, recycle: Callable[[], None] | None = None) -> threading.Thread:
+        """In a freshly started worker: count the whole service's memory, note the boot figures, say
+        what can be served, and build pinned models. `recycle` asks the server for a fresh worker."""
         if root_pid:
             self.memory.root_pid = root_pid
+        self._recycle = recycle
+        self.boot_rss_mb = readings.rss_mb()
+        self.boot_used_mb = self.memory.used_mb()
         self._ensure_sweeper()
+        self.log_readiness()
         thread = threading.Thread(target=self.load_pinned, name="load-pinned", daemon=True)
         thread.start()
         return thread
+
+    def log_readiness(self) -> None:
+        """One line per model: servable now, or why not and the one command that makes it so."""
+        for row in self.readiness():
+            if row["servable"]:
+                logger.info("model %s: servable (%s, about %s MB)", row["name"], row.get("source") or "loaded",
+                            row.get("need_mb"))
+            elif row["enabled"]:
+                logger.warning("model %s: NOT servable: %s; to fix: %s", row["name"], row["reason"], row["fix"])
+            else:
+                logger.info("model %s: disabled by configuration", row["name"])
 
     def load_pinned(self) -> None:
         for entry in self._entries.values():
@@ -458,3 +658,11 @@ class ModelRegistry:
 
 def _round(value: float | None, digits: int = 1) -> float | None:
     return None if value is None else round(value, digits)
+
+
+def _measured_row(measured: MeasuredCost | None) -> dict[str, Any] | None:
+    if measured is None:
+        return None
+    return {"measured_mb": _round(measured.measured_mb), "peak_load_mb": _round(measured.peak_load_mb),
+            "first_use_mb": _round(measured.first_use_mb), "request_peak_mb": _round(measured.request_peak_mb),
+            "pid": measured.pid, "at": measured.at}

@@ -105,14 +105,18 @@ def validated_settings(env: dict[str, str]) -> Settings:
     return build_settings(**overrides)
 
 
-def server_env(options: CheckOptions, settings: Settings, budget_mb: float, port: int, metrics_dir: Path,
+def server_env(options: CheckOptions, settings: Settings, budget_mb: float, port: int, run_dir: Path,
                api_key: str) -> dict[str, str]:
     env = {**os.environ, **options.env}
+    if "STATE_DIR" not in options.env:
+        # A fresh deploy's state: the first admissions use the estimates, as on a new instance, and
+        # what this run measures is shared by its workers and restarts, never with another run.
+        env["STATE_DIR"] = str(run_dir / "state")
     env.update({
         "MEMORY_BUDGET_MB": str(int(budget_mb)),
         "PORT": str(port),
         "LOG_LEVEL": "INFO",  # registry events (model_loaded/unloaded) are INFO lines; the check reads them
-        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),  # never share counters with another server
+        "PROMETHEUS_MULTIPROC_DIR": str(run_dir / "metrics"),  # never share counters with another server
         "PYTHONUNBUFFERED": "1",
     })
     if not settings.api_keys:
@@ -199,7 +203,7 @@ def run_check(options: CheckOptions) -> dict[str, Any]:
     }
     try:
         port = free_port()
-        env = server_env(options, settings, budget_mb, port, run_dir / "metrics", api_key)
+        env = server_env(options, settings, budget_mb, port, run_dir, api_key)
         server = Server(options.app, env, port, meter, options.out_dir / "server.log", clock,
                         control_socket=run_dir / "gunicorn.ctl")
         logger.info("server pid %d on %s, %s", server.proc.pid, server.url, meter.describe())
@@ -233,6 +237,8 @@ def run_check(options: CheckOptions) -> dict[str, Any]:
             if server is not None:
                 report["server_exit_code"] = server.stop()
                 report["events"] = [asdict(e) for e in sorted(server.events, key=lambda e: e.t_s)]
+            if (run_dir / "state" / "costs.json").is_file():  # what the run measured, for the report
+                shutil.copy(run_dir / "state" / "costs.json", options.out_dir / "costs.json")
             leftovers = [p.pid for p in meter.leftover()]
             if leftovers:  # e.g. a worker orphaned by a killed master: ours, stopped by pid
                 logger.warning("stopping %d leftover process(es) of the server: %s", len(leftovers), leftovers)

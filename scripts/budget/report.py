@@ -55,7 +55,7 @@ def summarise(report: dict[str, Any]) -> dict[str, Any]:
     kinds = Counter(e["kind"] for e in events)
     boots = kinds["worker_boot"]
     restarts = max(0, boots - report["workers"])
-    unexpected_restarts = max(0, restarts - kinds["worker_recycle"])
+    unexpected_restarts = max(0, restarts - kinds["worker_recycle"] - kinds["worker_self_recycle"])
 
     statuses = Counter(str(r["status"]) for r in requests_)
     refused_budget = sum(1 for r in requests_ if r["error_code"] == BUDGET_REFUSED)
@@ -97,7 +97,8 @@ def summarise(report: dict[str, Any]) -> dict[str, Any]:
         "idle_mb": _mb(statistics.median(idle) if idle else None), "steady_mb": _mb(steady),
         "samples": len(samples), "oom_kills": report.get("oom_kills"), "worker_boots": boots,
         "worker_restarts": restarts, "unexpected_restarts": unexpected_restarts,
-        "worker_recycles": kinds["worker_recycle"], "requests": len(requests_), "statuses": dict(sorted(statuses.items())),
+        "worker_recycles": kinds["worker_recycle"], "worker_self_recycles": kinds["worker_self_recycle"],
+        "requests": len(requests_), "statuses": dict(sorted(statuses.items())),
         "no_response": no_response, "refused_budget": refused_budget, "endpoints": endpoints,
         "models_loaded": loads, "models_evicted": evictions, "models_unloaded": other_unloads,
         "models_refused": refusals, "registry": registry, "ready": report.get("ready"),

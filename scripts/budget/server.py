@@ -36,6 +36,8 @@ LOG_EVENTS: list[tuple[str, re.Pattern[str]]] = [
     ("worker_killed", re.compile(r"Worker \(pid:(?P<pid>\d+)\) was sent (?P<signal>SIG\w+)")),
     ("worker_timeout", re.compile(r"WORKER TIMEOUT \(pid:(?P<pid>\d+)\)")),
     ("worker_recycle", re.compile(r"Autorestarting worker after current request")),
+    # the registry asking for a fresh worker because this one holds memory it cannot give back
+    ("worker_self_recycle", re.compile(r"event=worker_recycle pid=(?P<pid>\d+) reason=(?P<reason>\S+) model=(?P<model>\S+)")),
     ("worker_exit_code", re.compile(r"Worker \(pid:(?P<pid>\d+)\) exited with code (?P<code>\d+)")),
 ]
 
@@ -102,19 +104,27 @@ class Server:
         return self.proc.poll() is None
 
     def wait_ready(self, timeout_s: float, ready_timeout_s: float) -> str:
-        """Wait for /health, then (bounded) for /ready; returns 'ready' or 'not ready' or raises."""
+        """Wait for /health, then (bounded) for /ready to stop saying "starting" (pinned models loaded).
+
+        Returns /ready's status: "ready", "unservable" (an enabled model can never be served, e.g.
+        its files are missing: the workload then shows what its requests get), or "not ready" when
+        pinned models were still loading at the deadline. Raises when /health never answers.
+        """
         deadline = time.monotonic() + timeout_s
         path = "/health"
         while True:
             if not self.alive():
                 raise RuntimeError(f"server exited with code {self.proc.returncode} before answering; see {self.log_path}")
             try:
-                if requests.get(self.url + path, timeout=2).status_code == 200:
-                    if path == "/ready":
-                        return "ready"
+                response = requests.get(self.url + path, timeout=2)
+                if path == "/health" and response.status_code == 200:
                     path, deadline = "/ready", time.monotonic() + ready_timeout_s
                     continue
-            except requests.RequestException:
+                if path == "/ready" and response.status_code in (200, 503):
+                    status = response.json().get("status")
+                    if status in ("ready", "unservable"):
+                        return status
+            except (requests.RequestException, ValueError):
                 pass
             if time.monotonic() > deadline:
                 if path == "/ready":

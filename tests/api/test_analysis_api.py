@@ -44,7 +44,7 @@ def app_factory(make_app, whisper_checkpoint, ast_checkpoint):
 
 
 @pytest.fixture(scope="module")
-def shared_app(whisper_checkpoint, ast_checkpoint):
+def shared_app(whisper_checkpoint, ast_checkpoint, tmp_path_factory):
     """One app whose registry keeps its models between tests (building them is the slow part)."""
     from backend import create_app
     from config import build_settings
@@ -52,7 +52,7 @@ def shared_app(whisper_checkpoint, ast_checkpoint):
     app = create_app(build_settings(whisper_model=str(whisper_checkpoint), ai_voice_model=str(ast_checkpoint),
                                     memory_budget_mb=65536, backend="torch", model_ttl_s=-1,
                                     prometheus_multiproc_dir=None, max_audio_seconds=120, max_upload_mb=2,
-                                    api_keys="secret-key"))
+                                    api_keys="secret-key", state_dir=tmp_path_factory.mktemp("state")))
     app.config["TESTING"] = True
     yield app
     get_registry(app).shutdown()
@@ -169,7 +169,8 @@ def test_missing_weights_are_a_503_naming_the_fix(app_factory, speech_wav, tmp_p
     response = client.post("/api/detect-language", data=speech_wav, content_type="audio/wav")
     body = response.get_json()
     assert response.status_code == 503 and body["error"]["code"] == "model_unavailable"
-    assert "huggingface-cli download" in body["error"]["message"]
+    assert "WHISPER_MODEL folder" in body["error"]["message"] and "no-such-whisper" in body["error"]["message"]
+    assert body["error"]["fix"] == "`.venv/bin/python scripts/fetch_models.py --models language` (or `make models`)"
 
 
 # --- bad input: clear 4xx, never a crash -----------------------------------------------------------------

@@ -19,18 +19,40 @@ def test_health_touches_no_model(make_app):
     assert all(row["state"] != "loaded" for row in get_registry(app).snapshot())
 
 
-def test_ready_lists_loaded_available_and_disabled(make_app):
-    app = make_app([fake_spec("fake", 5)], enable_ai_voice_detection=False, api_keys="secret")
+def test_ready_says_per_model_what_can_be_served(make_app):
+    app = make_app([fake_spec("fake", 5)], enable_ai_voice_detection=False, enabled_models="tts,ai_voice",
+                   api_keys="secret")
     client = app.test_client()
     client.post("/api/models/fake/load", headers=ADMIN)
-    body = client.get("/ready").json
-    assert body["status"] == "ready"
-    assert body["loaded"] == ["fake"] and "ai_voice" in body["disabled"] and "tts" in body["available"]
+    response = client.get("/ready")
+    body = response.json
+    assert response.status_code == 200 and body["status"] == "ready"
+    assert body["loaded"] == ["fake"] and body["unservable"] == []
+    assert body["models"]["tts"]["servable"] and "packaged Kokoro" in body["models"]["tts"]["source"]
+    assert body["models"]["ai_voice"] == {"enabled": False, "state": "disabled", "servable": False,
+                                          "reason": "disabled by configuration",
+                                          "fix": "add ai_voice to ENABLED_MODELS (and its ENABLE_* switch)"}
     assert body["memory"]["budget_mb"] == round(get_registry(app).effective_budget_mb, 1)
 
 
+def test_ready_is_503_while_an_enabled_model_can_never_be_served(make_app):
+    """Offline with no export, language detection can never be served: /ready says so and how to fix it."""
+    body = make_app(memory_budget_mb=16384).test_client().get("/ready")
+    assert body.status_code == 503 and body.json["status"] == "unservable"
+    assert body.json["unservable"] == ["language", "ai_voice"]
+    language = body.json["models"]["language"]
+    assert "no exported whisper model" in language["reason"] and "fetch_models.py --models language" in language["fix"]
+
+
+def test_ready_is_503_for_a_model_too_large_for_the_budget(make_app):
+    app = make_app([fake_spec("huge", 5000)], enabled_models="tts")
+    body = app.test_client().get("/ready").json
+    assert body["status"] == "unservable" and body["unservable"] == ["huge"]
+    assert "needs about 5000 MB" in body["models"]["huge"]["reason"]
+
+
 def test_ready_is_503_until_pinned_models_are_loaded(make_app):
-    app = make_app([fake_spec("pin", 5, pinned=True)])
+    app = make_app([fake_spec("pin", 5, pinned=True)], enabled_models="tts")
     client = app.test_client()
     assert client.get("/ready").status_code == 503
     get_registry(app).start_worker().join()

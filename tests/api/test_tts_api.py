@@ -19,8 +19,9 @@ TWO_SENTENCES = "Hello there. And then a second sentence."  # the first sentence
 
 
 @pytest.fixture(scope="module")
-def app(kokoro_checkpoint):
-    app = create_app(build_settings(kokoro_model_dir=kokoro_checkpoint, memory_budget_mb=16384, model_ttl_s=-1,
+def app(kokoro_checkpoint, tmp_path_factory):
+    app = create_app(build_settings(backend="torch", kokoro_model_dir=kokoro_checkpoint, memory_budget_mb=16384,
+                                    model_ttl_s=-1, state_dir=tmp_path_factory.mktemp("state"),
                                     inference_threads=1,
                                     prometheus_multiproc_dir=None, max_text_chars=2000))
     app.config["TESTING"] = True
@@ -45,7 +46,8 @@ def test_voices_are_listed_without_loading_the_model_or_importing_torch(kokoro_c
         "from backend import create_app\n"
         "from backend.registry import get_registry\n"
         "from config import build_settings\n"
-        f"app = create_app(build_settings(kokoro_model_dir={str(kokoro_checkpoint)!r}, prometheus_multiproc_dir=None))\n"
+        f"app = create_app(build_settings(backend='torch', kokoro_model_dir={str(kokoro_checkpoint)!r},\n"
+        "                                prometheus_multiproc_dir=None))\n"
         "client = app.test_client()\n"
         "a, b = client.get('/api/voices'), client.get('/v1/audio/voices')\n"
         "print(json.dumps({'status': [a.status_code, b.status_code], 'body': a.get_json(), 'same': a.data == b.data,\n"
@@ -158,13 +160,15 @@ def test_offline_without_weights_is_a_503_and_the_app_stays_up(make_app, tmp_pat
     from huggingface_hub import constants
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
-    client = make_app(memory_budget_mb=16384).test_client()
-    for _ in range(2):  # a failed build is retried, and fails the same clear way
+    app = make_app(backend="torch", memory_budget_mb=16384)
+    client = app.test_client()
+    for _ in range(2):  # refused the same clear way each time, before anything is built
         response = client.post("/v1/audio/speech", json={"model": "tts-1", "input": "hi", "voice": "af_heart"})
         error = response.get_json()["error"]
         assert response.status_code == 503 and error["code"] == "model_unavailable"
-        assert "huggingface-cli download hexgrad/Kokoro-82M" in error["message"]
-        assert "kokoro-v1_0.pth" in error["missing"]
+        assert "hub cache of hexgrad/Kokoro-82M is missing config.json, *.pth (weights)" in error["message"]
+        assert "scripts/fetch_models.py --models tts" in error["fix"]
+    assert next(r for r in get_registry(app).snapshot() if r["name"] == "tts")["loads"] == 0
     assert client.get("/health").status_code == 200
     assert client.get("/api/voices").get_json()["voices"] == []
 

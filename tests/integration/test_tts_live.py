@@ -10,7 +10,7 @@ import soundfile
 def test_openai_client_gets_playable_audio(live_server, kokoro_checkpoint) -> None:
     from openai import OpenAI
 
-    server = live_server({"KOKORO_MODEL_DIR": str(kokoro_checkpoint), "HF_HUB_OFFLINE": "1",
+    server = live_server({"BACKEND": "torch", "KOKORO_MODEL_DIR": str(kokoro_checkpoint), "HF_HUB_OFFLINE": "1",
                           "MEMORY_BUDGET_MB": "16384", "TIMEOUT": "300",
                           "INFERENCE_THREADS": "1"})
     client = OpenAI(base_url=server.url + "/v1", api_key="unused", timeout=300, max_retries=0)

@@ -14,6 +14,9 @@ from tests.conftest import ROOT
 def test_defaults_are_the_512_mb_deployment():
     s = build_settings()
     assert (s.workers, s.preload, s.port, s.memory_budget_mb) == (1, False, 8080, 512)
+    assert s.backend == "onnx" and all(s.backend_for(name) == "onnx" for name in ("tts", "language", "ai_voice"))
+    assert s.state_root == s.model_dir / "state"
+    assert s.voice_aliases["alloy"] == "af_alloy" and len(s.voice_aliases) == 11  # OpenAI's eleven voices
 
 
 def test_lists_are_comma_separated():
@@ -41,6 +44,7 @@ def test_every_field_is_documented():
     ({"MEMORY_BUDGET_MB": "-5"}, "MEMORY_BUDGET_MB", "64..1048576"),
     ({"MODEL_TTL_S": "-2"}, "MODEL_TTL_S", "-1..604800"),
     ({"PRELOAD_MODELS": "tts,whisper-large"}, "PRELOAD_MODELS", "tts, language, ai_voice"),
+    ({"VOICE_ALIASES": "alloy=af_alloy,nova"}, "VOICE_ALIASES", "name=voice pairs"),
 ])
 def test_a_bad_value_stops_start_with_one_clear_line(env, variable, accepted):
     with pytest.raises(ConfigError):

@@ -165,7 +165,7 @@ def test_missing_export_is_model_unavailable(tmp_path, make_settings) -> None:
     from backend.catalog import pipeline_class
 
     pipe = pipeline_class("language", "onnx")(make_settings(onnx_dir=tmp_path, backend="onnx"))
-    with pytest.raises(ModelUnavailable, match="scripts/export_onnx.py"):
+    with pytest.raises(ModelUnavailable, match="scripts/fetch_models.py --models language"):
         pipe.load()
 
 

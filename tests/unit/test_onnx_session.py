@@ -48,7 +48,7 @@ def test_malloc_threshold_is_set_only_when_asked() -> None:
 
 def test_exported_folder_found_or_refused(tmp_path, make_settings) -> None:
     settings = make_settings(onnx_dir=tmp_path)
-    with pytest.raises(ModelUnavailable, match="export_onnx.py --models language"):
+    with pytest.raises(ModelUnavailable, match="fetch_models.py --models language"):
         exported_model_or_unavailable(settings, "whisper", "language")
     (tmp_path / "whisper").mkdir()
     (tmp_path / "whisper" / "model.onnx").write_bytes(b"x")

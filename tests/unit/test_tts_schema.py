@@ -42,3 +42,32 @@ def test_a_good_request_is_normalised(make_settings_module) -> None:
     request = validate_request(make_settings_module(), text="Hi.", voice="af_bella(2)+af_sky", speed=4,
                                fmt="MP3", lang="en-GB")
     assert (request.speed, request.format, request.lang) == (4.0, "mp3", "b")
+
+
+def test_text_with_nothing_to_speak_is_refused_before_the_model(make_settings_module) -> None:
+    with pytest.raises(BadRequest, match="nothing to speak"):
+        validate_request(make_settings_module(), text="... !? --")
+    assert validate_request(make_settings_module(), text="42!").text == "42!"  # digits are read out
+
+
+def test_openai_instructions_are_accepted_and_ignored(make_settings_module) -> None:
+    from backend.api.schemas.tts import openai_speech_request
+
+    settings = make_settings_module()
+    plain = openai_speech_request({"model": "tts-1", "input": "Hi.", "voice": "alloy"}, settings)
+    instructed = openai_speech_request({"model": "tts-1", "input": "Hi.", "voice": "alloy",
+                                        "instructions": "Speak cheerfully."}, settings)
+    assert plain == instructed
+    with pytest.raises(BadRequest, match="instructions must be a string"):
+        openai_speech_request({"model": "tts-1", "input": "Hi.", "instructions": 3}, settings)
+
+
+def test_voice_aliases_are_a_setting(make_settings_module) -> None:
+    from backend.api.schemas.tts import installed_voice, openai_speech_request
+
+    settings = make_settings_module(voice_aliases="alloy=jm_kumo, nova=af_nova")
+    assert settings.voice_aliases == {"alloy": "jm_kumo", "nova": "af_nova"}
+    request = openai_speech_request({"input": "Hi.", "voice": "alloy"}, settings)
+    assert installed_voice(request, settings, ["jf_alpha", "jm_kumo"]).voice == [("jm_kumo", 1.0)]
+    assert installed_voice(openai_speech_request({"input": "Hi.", "voice": "nova"}, settings), settings,
+                           ["jf_alpha", "jm_kumo"]).voice == [("jf_alpha", 1.0)]

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from backend.errors import BadRequest, VoiceNotFound
-from backend.pipelines.tts.voices import VoiceBank, mix_packs, parse_voice
+from backend.pipelines.tts.voices import VoiceBank, installed_mix, mix_packs, parse_voice, pick_default
 
 
 def test_voice_mix_syntax() -> None:
@@ -37,3 +37,29 @@ def test_voice_bank_resolves_defaults_mixes_and_unknowns() -> None:
         bank.resolve(parse_voice("af_nope"), "af_heart")
     assert "jf_alpha, jm_kumo" in caught.value.message
     assert reads.count("jm_kumo") == 1  # cached after the first read
+
+
+JAPANESE = ["jf_alpha", "jf_gongitsune", "jm_kumo"]  # what the packaged model installs offline
+ALIASES = {"alloy": "af_alloy", "nova": "af_nova"}
+
+
+def test_the_default_voice_is_the_configured_one_if_installed_else_the_first() -> None:
+    assert pick_default(["af_bella", "af_heart"], "af_heart") == "af_heart"
+    assert pick_default(JAPANESE, "af_heart") == "jf_alpha"
+    assert pick_default([], "af_heart") is None
+
+
+def test_openai_names_map_to_kokoro_voices_or_to_the_default_when_not_installed() -> None:
+    assert installed_mix([("alloy", 1.0)], ["af_alloy", "af_heart"], ALIASES, "af_heart") == [("af_alloy", 1.0)]
+    assert installed_mix([("alloy", 1.0)], JAPANESE, ALIASES, "jf_alpha") == [("jf_alpha", 1.0)]
+    assert installed_mix([("alloy", 2.0), ("jm_kumo", 1.0)], JAPANESE, ALIASES, "jf_alpha") == \
+        [("jf_alpha", 2.0), ("jm_kumo", 1.0)]
+    assert installed_mix(None, JAPANESE, ALIASES, "jf_alpha") is None  # no voice named: the pipeline's default
+
+
+def test_an_unknown_voice_is_a_400_listing_the_installed_ones_and_the_aliases() -> None:
+    with pytest.raises(VoiceNotFound) as caught:
+        installed_mix([("af_heart", 1.0)], JAPANESE, ALIASES, "jf_alpha")
+    error = caught.value
+    assert error.status == 400 and error.details["available"] == JAPANESE
+    assert error.details["aliases"] == ["alloy", "nova"] and "jf_alpha" in error.message

@@ -1,7 +1,8 @@
 """What a valid voice-analysis request is: its options, base64 audio, and the /api/voice-detection body.
 
-The audio itself is checked by backend.audio.decode (container, length, NaN) and the pipelines'
-preprocess (analysable, top_k against the model's languages, allowed_languages it knows).
+The audio itself is checked by backend.audio.decode (container, length, NaN) before the registry
+is asked for a model, and so is the syntax of the options; the pipelines' preprocess checks what
+needs the model (analysable audio, allowed_languages it knows).
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from backend.errors import BadRequest
+from backend.pipelines.language.detector import parse_allowed, parse_top_k
 
 CONTRACT_FORMATS = ("mp3", "wav", "flac", "ogg", "opus")
 
@@ -53,9 +55,9 @@ def base64_audio(value: Any) -> bytes:
 
 
 def analysis_options(query: Mapping[str, Any], form: Mapping[str, Any], body: Mapping[str, Any] | None) -> dict[str, Any]:
-    """top_k and allowed_languages from the JSON body, else form fields, else the query string.
+    """top_k and allowed_languages from the JSON body, else form fields, else the query string; 400 on bad syntax.
 
-    Both are checked by the language pipeline, against the languages its model knows.
+    Whether the model knows the languages is checked by the language pipeline.
     """
     source: dict[str, Any] = dict(query)
     source.update(form)
@@ -63,6 +65,4 @@ def analysis_options(query: Mapping[str, Any], form: Mapping[str, Any], body: Ma
         source.update(body)
     top_k: Any = source.get("top_k", source.get("topK"))
     allowed: Any = source.get("allowed_languages", source.get("allowedLanguages"))
-    if isinstance(allowed, str):
-        allowed = [code for code in (c.strip() for c in allowed.split(",")) if code]
-    return {"top_k": top_k, "allowed_languages": allowed}
+    return {"top_k": parse_top_k(top_k), "allowed_languages": parse_allowed(allowed)}

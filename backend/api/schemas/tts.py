@@ -1,12 +1,16 @@
 """What a valid text-to-speech request is, in OpenAI's shape (/v1/audio/speech) and this service's (/api/tts).
 
-Everything that can be checked without the model is checked here, once: fields, text, speed,
-format (backend.audio.encode.check_format), voice syntax (backend.pipelines.tts.voices.parse_voice)
-and language. The pipeline's preprocess then checks what needs the model: that the voice is
-installed and that the text has something to say.
+Everything that can be checked without the model is checked here, once: fields, text (and that it
+has something to say), speed, format (backend.audio.encode.check_format), voice syntax
+(backend.pipelines.tts.voices.parse_voice), language, and, given the voice names on disk, that the
+voice is installed: OpenAI's names map through VOICE_ALIASES (to the default voice when the mapped
+one is not installed). A bad request is refused before the registry is asked for anything. OpenAI's
+`instructions` is accepted and ignored (Kokoro has no style prompt).
 """
 from __future__ import annotations
 
+from collections.abc import Collection
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -15,31 +19,27 @@ from backend.audio.encode import check_format
 from backend.errors import BadRequest
 from backend.pipelines.tts.g2p import language_code
 from backend.pipelines.tts.pipeline import SpeechRequest
-from backend.pipelines.tts.voices import parse_voice
+from backend.pipelines.tts.voices import installed_mix, parse_voice, pick_default
 from config import Settings
 
 SPEED_MIN, SPEED_MAX = 0.25, 4.0
 OPENAI_FIELDS = frozenset({"model", "input", "voice", "response_format", "speed", "instructions", "stream_format"})
 API_FIELDS = frozenset({"text", "voice", "speed", "format", "lang"})
-# OpenAI's voice names: clients written for OpenAI send them; they get the default voice.
-OPENAI_VOICES = frozenset({"alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage",
-                           "shimmer", "verse"})
 
 
 def openai_speech_request(body: dict[str, Any], settings: Settings) -> SpeechRequest:
-    """OpenAI's `audio.speech.create` body: {model, input, voice, response_format, speed}."""
+    """OpenAI's `audio.speech.create` body: {model, input, voice, response_format, speed, instructions}."""
     _check_keys(body, OPENAI_FIELDS)
     if "input" not in body:
         raise BadRequest("missing field 'input' (the text to speak)", field="input")
     if not isinstance(body.get("model", ""), str):
         raise BadRequest("model must be a string", field="model")
+    if not isinstance(body.get("instructions", ""), str):
+        raise BadRequest("instructions must be a string (it is accepted and ignored)", field="instructions")
     if body.get("stream_format", "audio") != "audio":
         raise BadRequest("only stream_format 'audio' is served (long text is streamed as chunked audio); "
                          "'sse' is not", field="stream_format")
-    voice = body.get("voice")
-    if isinstance(voice, str) and voice.strip().lower() in OPENAI_VOICES:
-        voice = None
-    return validate_request(settings, text=body["input"], voice=voice, speed=body.get("speed", 1.0),
+    return validate_request(settings, text=body["input"], voice=body.get("voice"), speed=body.get("speed", 1.0),
                             fmt=body.get("response_format", "mp3"))
 
 
@@ -54,11 +54,13 @@ def api_tts_request(body: dict[str, Any], settings: Settings) -> SpeechRequest:
 
 def validate_request(settings: Settings, *, text: Any, voice: Any = None, speed: Any = 1.0,
                      fmt: Any = "mp3", lang: Any = None) -> SpeechRequest:
-    """Everything about a request that can be checked without the model; raises 4xx ApiErrors."""
+    """Everything about a request that can be checked without the model's files; raises 4xx ApiErrors."""
     if not isinstance(text, str):
         raise BadRequest("text must be a string", field="input")
     if not text.strip():
         raise BadRequest("text is empty or only whitespace", field="input")
+    if not any(ch.isalnum() for ch in text):
+        raise BadRequest("the text has nothing to speak (no letters or digits)", field="input")
     if len(text) > settings.max_text_chars:
         raise BadRequest(f"text is {len(text)} characters; the limit is {settings.max_text_chars} (MAX_TEXT_CHARS)",
                          field="input", max_chars=settings.max_text_chars)
@@ -71,13 +73,19 @@ def validate_request(settings: Settings, *, text: Any, voice: Any = None, speed:
     fmt = check_format(fmt)
     if voice is not None and (not isinstance(voice, str) or not voice.strip()):
         raise BadRequest("voice must be a non-empty string", field="voice")
-    mix = parse_voice(voice) if voice is not None else None  # syntax and names; existence is the model's to say
+    mix = parse_voice(voice) if voice is not None else None  # syntax and names; installed_voice() says if it exists
     lang_code = None
     if lang is not None:
         if not isinstance(lang, str):
             raise BadRequest("lang must be a string", field="lang")
         lang_code = language_code(lang)
     return SpeechRequest(text=text, voice=mix, speed=float(speed), format=fmt, lang=lang_code)
+
+
+def installed_voice(request: SpeechRequest, settings: Settings, installed: Collection[str]) -> SpeechRequest:
+    """The request with its voice in installed voices (`installed`: the names on disk); 400 for unknown ones."""
+    default = pick_default(installed, settings.default_voice)
+    return replace(request, voice=installed_mix(request.voice, installed, settings.voice_aliases, default))
 
 
 def _check_keys(body: dict[str, Any], allowed: frozenset[str]) -> None:

@@ -1,6 +1,6 @@
 """AST AI-voice detection on ONNX Runtime: numpy Kaldi-style filterbank + one exported graph, no torch.
 
-Loads ONNX_DIR/ast/{model.onnx, meta.json} written by scripts/export_onnx.py; meta.json holds
+Loads ONNX_DIR/ast/{model.onnx, meta.json} written by scripts/fetch_models.py (scripts/export_onnx.py); meta.json holds
 id2label, the problem type and the feature-extractor parameters, so no transformers config
 class is read at run time.
 """
@@ -12,11 +12,16 @@ import numpy as np
 
 from backend.audio.features import ast_fbank
 from backend.pipelines.ai_voice.detector import AIVoiceDetector
-from backend.pipelines.onnx_session import exported_model_or_unavailable, make_session
+from backend.pipelines.onnx_session import exported_availability, exported_model_or_unavailable, make_session
 
 
 class ASTOnnxPipeline(AIVoiceDetector):
     backend = "onnx"
+    runtime = ("onnxruntime",)
+
+    @classmethod
+    def find_files(cls, settings):
+        return exported_availability(settings, "ast", cls.name)
 
     def load(self) -> None:
         path, meta = exported_model_or_unavailable(self.settings, "ast", self.name)

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from backend.pipelines.ai_voice.detector import AIVoiceDetector
+from backend.pipelines.base import Availability
 from backend.pipelines.torch_utils import Checkpoint, apply_precision
 
 logger = logging.getLogger(__name__)
@@ -34,6 +35,11 @@ class ASTTorchPipeline(AIVoiceDetector):
     """An AST audio classifier from AI_VOICE_MODEL (hub id or folder) on torch."""
 
     backend = "torch"
+    runtime = ("torch", "transformers.modeling_utils", "transformers.models.audio_spectrogram_transformer.modeling_audio_spectrogram_transformer")
+
+    @classmethod
+    def find_files(cls, settings: Any) -> Availability:
+        return CHECKPOINT.find_files(settings.ai_voice_model, cls.name, settings)
 
     def __init__(self, settings: Any) -> None:
         super().__init__(settings)

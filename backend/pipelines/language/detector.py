@@ -87,8 +87,9 @@ class LanguageDetector(WindowedClassifier):
     def preprocess(self, request: Mapping[str, Any]) -> LanguageFeatures:
         """Audio, top_k and allowed_languages checked (400 / 422 before any model call), then the windows' features."""
         audio = require_analysable(request.get("audio"))
-        top_k = _top_k(request.get("top_k"), len(self.languages))
-        allowed = self._allowed(request.get("allowed_languages"))
+        asked = parse_top_k(request.get("top_k"))
+        top_k = min(DEFAULT_TOP_K if asked is None else asked, len(self.languages))
+        allowed = self._known(parse_allowed(request.get("allowed_languages")))
         if allowed is not None:
             top_k = min(top_k, len(allowed))
         features, seconds = self.cut(audio)
@@ -116,25 +117,37 @@ class LanguageDetector(WindowedClassifier):
         return {"backend": self.backend, "model": self.model_id, "languages": len(self.languages)}
 
     # --- helpers ----------------------------------------------------------------------------
-    def _allowed(self, value: object) -> list[str] | None:
-        if value is None or value == "" or value == []:
+    def _known(self, allowed: list[str] | None) -> list[str] | None:
+        if allowed is None:
             return None
-        if isinstance(value, str):
-            value = [item for item in value.split(",")]
-        if not isinstance(value, list | tuple) or not all(isinstance(item, str) for item in value):
-            raise BadRequest("allowed_languages must be a list of language codes (or a comma-separated string)")
-        allowed = list(dict.fromkeys(item.strip().lower().removeprefix("<|").removesuffix("|>")
-                                     for item in value if item.strip()))
         unknown = [code for code in allowed if code not in self.languages]
         if unknown:
             raise BadRequest(f"unknown language code(s) {', '.join(unknown)}; the model knows: {', '.join(self.languages)}",
                              unknown=unknown)
-        return allowed or None
+        return allowed
 
 
-def _top_k(value: object, n_languages: int) -> int:
+def parse_allowed(value: object) -> list[str] | None:
+    """allowed_languages as a list of codes ("en,de", ["EN", "<|de|>"] -> ["en", "de"]); None = all; 400 otherwise.
+
+    Whether the model knows them is the pipeline's to say; the syntax is checked before the
+    registry is asked for the model (backend.api.schemas.analysis).
+    """
+    if value is None or value == "" or value == []:
+        return None
+    if isinstance(value, str):
+        value = [item for item in value.split(",")]
+    if not isinstance(value, list | tuple) or not all(isinstance(item, str) for item in value):
+        raise BadRequest("allowed_languages must be a list of language codes (or a comma-separated string)")
+    allowed = list(dict.fromkeys(item.strip().lower().removeprefix("<|").removesuffix("|>")
+                                 for item in value if item.strip()))
+    return allowed or None
+
+
+def parse_top_k(value: object) -> int | None:
+    """top_k as a whole number >= 1 (more than the model's languages lists them all); None = the default; 400 otherwise."""
     if value is None or value == "":
-        return min(DEFAULT_TOP_K, n_languages)
+        return None
     try:
         top_k = int(value)  # type: ignore[call-overload]
         if isinstance(value, float | bool) or str(top_k) != str(value).strip():
@@ -143,4 +156,4 @@ def _top_k(value: object, n_languages: int) -> int:
         raise BadRequest(f"top_k must be a whole number, got {value!r}") from exc
     if top_k < 1:
         raise BadRequest(f"top_k must be at least 1, got {top_k}")
-    return min(top_k, n_languages)  # "all of them" is a fair request: asking for more lists every language
+    return top_k

@@ -1,6 +1,6 @@
 """Whisper language detection on ONNX Runtime: numpy log-mel + one exported graph, no torch.
 
-Loads ONNX_DIR/whisper/{model.onnx, meta.json} written by scripts/export_onnx.py: the graph is
+Loads ONNX_DIR/whisper/{model.onnx, meta.json} written by scripts/fetch_models.py (scripts/export_onnx.py): the graph is
 the encoder plus the first decoder step, returning logits over the language tokens only, in
 the order of meta.json's "languages" (token-id order, as the torch backend's).
 """
@@ -12,11 +12,16 @@ import numpy as np
 
 from backend.audio.features import whisper_log_mel
 from backend.pipelines.language.detector import LanguageDetector
-from backend.pipelines.onnx_session import exported_model_or_unavailable, make_session
+from backend.pipelines.onnx_session import exported_availability, exported_model_or_unavailable, make_session
 
 
 class WhisperOnnxPipeline(LanguageDetector):
     backend = "onnx"
+    runtime = ("onnxruntime",)
+
+    @classmethod
+    def find_files(cls, settings):
+        return exported_availability(settings, "whisper", cls.name)
 
     def load(self) -> None:
         path, meta = exported_model_or_unavailable(self.settings, "whisper", self.name)

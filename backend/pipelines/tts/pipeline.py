@@ -18,7 +18,7 @@ import numpy as np
 from backend.audio.encode import CONTENT_TYPES, encode, encode_stream
 from backend.errors import BadRequest
 from backend.pipelines.base import Pipeline
-from backend.pipelines.tts.g2p import SPOKEN_CODES, Phonemizer
+from backend.pipelines.tts.g2p import SPOKEN_CODES, Phonemizer, g2p_modules
 from backend.pipelines.tts.pieces import plan_pieces
 from backend.pipelines.tts.voices import STYLE_WIDTH, VoiceBank, VoiceMix
 from config import Settings
@@ -93,6 +93,10 @@ class KokoroPipeline(Pipeline):
     @abstractmethod
     def _synthesize(self, token_ids: list[int], style: np.ndarray, speed: float) -> np.ndarray:
         """float32 samples at 24 kHz for one piece of at most MAX_TOKENS ids; style is (1, 256)."""
+
+    @classmethod
+    def runtime_modules(cls, settings: Settings) -> tuple[str, ...]:
+        return cls.runtime + g2p_modules(settings)
 
     @staticmethod
     def voice_names(settings: Settings) -> list[str]:

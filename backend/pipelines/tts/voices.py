@@ -10,7 +10,7 @@ import re
 import threading
 import zipfile
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +57,36 @@ def mix_packs(packs: list[np.ndarray], weights: list[float]) -> np.ndarray:
     return out
 
 
+def pick_default(installed: Collection[str], configured: str) -> str | None:
+    """The voice that speaks when none is named: DEFAULT_VOICE if installed, else the first installed one."""
+    if configured in installed:
+        return configured
+    return min(installed) if installed else None
+
+
+def installed_mix(mix: VoiceMix | None, installed: Collection[str], aliases: Mapping[str, str],
+                  default: str | None) -> VoiceMix | None:
+    """A request's voice in installed voices, decided from the voice names on disk (no model loaded).
+
+    An installed name stays; an alias (OpenAI's `alloy`, ... from VOICE_ALIASES) becomes its Kokoro
+    voice, or the default voice when that one is not installed here; any other name is a 400
+    naming the installed voices. None (no voice asked for) stays None: the default voice.
+    """
+    if mix is None:
+        return None
+    resolved = []
+    for name, weight in mix:
+        if name not in installed and name in aliases:
+            name = aliases[name] if aliases[name] in installed else default or name
+        if name not in installed:
+            names = sorted(installed)
+            raise VoiceNotFound(f"unknown voice {name!r}; available: {', '.join(names) or 'none'}"
+                                f"{'; or one of ' + ', '.join(sorted(aliases)) if aliases else ''}",
+                                field="voice", available=names, aliases=sorted(aliases))
+        resolved.append((name, weight))
+    return resolved
+
+
 def voice_language(name: str) -> dict[str, str]:
     code = name[:1]
     espeak, language = LANGUAGES.get(code, ("", "unknown"))
@@ -91,7 +121,8 @@ class VoiceBank:
         if not self.names:
             raise ModelUnavailable("no voices are installed for the TTS model", model="tts")
         if mix is None:
-            name = default if default in self.names else self.names[0]
+            name = pick_default(self.names, default)
+            assert name is not None
             if name != default:
                 logger.info("DEFAULT_VOICE %s is not installed; using %s", default, name)
             return name, self.pack(name)
