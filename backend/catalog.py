@@ -69,16 +69,16 @@ FAMILIES: tuple[Family, ...] = (
     Family("tts", "Kokoro-82M text to speech",
            {"torch": "backend.pipelines.tts.kokoro_torch:KokoroTorchPipeline",
             "onnx": "backend.pipelines.tts.kokoro_onnx:KokoroOnnxPipeline"},
-           {"torch": 510, "onnx": 170},
+           {"torch": 510, "onnx": 185},
            cost_settings=RUNTIME_COST_SETTINGS + ("tts_piece_tokens", "kokoro_g2p")),
     Family("language", "Whisper spoken-language detection",
            {"torch": "backend.pipelines.language.whisper_torch:WhisperTorchPipeline",
             "onnx": "backend.pipelines.language.whisper_onnx:WhisperOnnxPipeline"},
-           {"torch": 60, "onnx": 140}),
+           {"torch": 60, "onnx": 90}),
     Family("ai_voice", "AST AI-generated-voice detection",
            {"torch": "backend.pipelines.ai_voice.ast_torch:ASTTorchPipeline",
             "onnx": "backend.pipelines.ai_voice.ast_onnx:ASTOnnxPipeline"},
-           {"torch": 130, "onnx": 170}),
+           {"torch": 130, "onnx": 110}),
 )
 BY_NAME = {family.name: family for family in FAMILIES}  # same names, same order as config.MODEL_NAMES
 

@@ -23,8 +23,10 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,7 +72,9 @@ def child_model(name: str, backend: str, env: dict[str, str]) -> dict:
     from config import build_settings
     from scripts.budget.workload import LONG_TEXT, SHORT_TEXT
 
-    settings = build_settings(**{k.lower(): v for k, v in env.items()}, backend=backend, prometheus_multiproc_dir=None,
+    os.environ.update({k: v for k, v in env.items() if k.startswith("HF_")})  # huggingface_hub reads its own
+    settings = build_settings(**{k.lower(): v for k, v in env.items() if not k.startswith("HF_")}, backend=backend,
+                              prometheus_multiproc_dir=None, state_dir=tempfile.mkdtemp(prefix="bench-costs-"),
                               memory_budget_mb=65536, model_ttl_s=-1)
     app = create_app(settings)
     registry = get_registry(app)
@@ -139,7 +143,11 @@ def bench_models(work: Path, backends: list[str], threads: int) -> None:
 
     exports = real_shape_exports(work)
     onnx_dir = exports["whisper"].parent.parent
-    env = {"ONNX_DIR": str(onnx_dir), "INFERENCE_THREADS": str(threads), "STATE_DIR": str(work / "state-unused")}
+    # The torch rows load the real-shape checkpoints the exports came from; Kokoro on torch needs
+    # KOKORO_MODEL_DIR in this environment (scripts/checkpoints/kokoro.py builds a real-shape one).
+    env = {"ONNX_DIR": str(onnx_dir), "INFERENCE_THREADS": str(threads),
+           "WHISPER_MODEL": str(work / "whisper"), "AI_VOICE_MODEL": str(work / "ast"), "HF_HUB_OFFLINE": "1",
+           **({"KOKORO_MODEL_DIR": os.environ["KOKORO_MODEL_DIR"]} if "KOKORO_MODEL_DIR" in os.environ else {})}
     print("| model | backend | estimate: weights + allowance + imports = total | measured: imports | load | peak in "
           "load | first use | request peak | cost now (model) | estimate / measured (imports included) |")
     print("|---|---|---|---|---|---|---|---|---|---|")

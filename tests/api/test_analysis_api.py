@@ -164,6 +164,23 @@ def test_disabled_ai_voice_and_both(app_factory, speech_wav) -> None:
     assert contract.get_json()["status"] == "error"
 
 
+def test_an_upload_for_a_model_without_an_export_evicts_nothing(make_app, speech_wav) -> None:
+    """Issue 11: an analysis upload whose model had no export first evicted the loaded TTS."""
+    from tests.fakes import fake_spec
+
+    app = make_app([fake_spec("tts", 50)])  # onnx, and no export in the test's ONNX_DIR
+    registry = get_registry(app)
+    registry.load("tts")
+    registry.budget_mb = registry.memory.used_mb() + 60  # language's estimate could only fit by evicting tts
+    client = app.test_client()
+    for path in ("/api/detect-language", "/api/detect-ai-voice", "/api/analyze"):
+        response = client.post(path, data=speech_wav, content_type="audio/wav")
+        assert response.status_code == 503 and response.get_json()["error"]["code"] == "model_unavailable", path
+        assert "fetch_models.py" in response.get_json()["error"]["fix"]
+    assert registry.state("tts").value == "loaded"
+    assert all(row["loads"] == 0 for row in registry.snapshot() if row["name"] != "tts")
+
+
 def test_missing_weights_are_a_503_naming_the_fix(app_factory, speech_wav, tmp_path) -> None:
     client = app_factory(whisper_model=str(tmp_path / "no-such-whisper")).test_client()
     response = client.post("/api/detect-language", data=speech_wav, content_type="audio/wav")

@@ -1,0 +1,109 @@
+"""Issue 11 under real Gunicorn: speech with no settings at all, and serving through ordinary events
+(worker restarts, PRELOAD, two workers, a worker holding memory it cannot give back)."""
+from __future__ import annotations
+
+import io
+import json
+import time
+
+import psutil
+import requests
+import soundfile
+
+ADMIN_KEY = "serving-test-key"
+
+
+def test_an_empty_environment_speaks_to_the_official_openai_client(live_server) -> None:
+    """No settings (apart from the port and a private STATE_DIR): the real Kokoro int8 ONNX answers alloy."""
+    from openai import BadRequestError, OpenAI
+
+    server = live_server({}, timeout_s=120)
+    client = OpenAI(base_url=server.url + "/v1", api_key="unused", timeout=300, max_retries=0)
+
+    # An unknown voice on a cold worker is a 400 before anything is built.
+    try:
+        client.audio.speech.create(model="tts-1", voice="af_nobody", input="Hello.", response_format="wav")
+        raise AssertionError("an unknown voice was accepted")
+    except BadRequestError as exc:
+        assert exc.status_code == 400 and exc.body["code"] == "voice_not_found"
+    tts = next(m for m in requests.get(server.url + "/api/models", timeout=10).json()["models"] if m["name"] == "tts")
+    assert tts["state"] == "not loaded" and tts["loads"] == 0 and tts["servable"]
+
+    raw = client.audio.speech.with_raw_response.create(model="tts-1", voice="alloy", input="Hello from Kokoro.",
+                                                       response_format="wav")
+    wav = raw.parse().content
+    audio, rate = soundfile.read(io.BytesIO(wav), dtype="float32")
+    assert wav[:4] == b"RIFF" and rate == 24000 and len(audio) > 0.5 * rate and abs(audio).max() > 0.01
+    # Offline only the packaged Japanese voices exist: alloy's af_alloy is not installed, the default speaks.
+    assert raw.headers["X-Voice"] == "jf_alpha"
+
+    speech = client.audio.speech.create(model="tts-1", voice="alloy", input="And once more, as an MP3.",
+                                        response_format="mp3", instructions="Speak cheerfully.")
+    audio, rate = soundfile.read(io.BytesIO(speech.content), dtype="float32")
+    assert rate == 24000 and len(audio) > 0.5 * rate
+
+    voices = requests.get(server.url + "/v1/audio/voices", timeout=10).json()
+    alloy = next(a for a in voices["aliases"] if a["name"] == "alloy")
+    assert alloy == {"name": "alloy", "voice": "af_alloy", "installed": False, "speaks": "jf_alpha"}
+    ready = requests.get(server.url + "/ready", timeout=10).json()
+    assert ready["models"]["tts"]["servable"] and ready["unservable"] == ["language", "ai_voice"]
+    assert "fetch_models.py --models language" in ready["models"]["language"]["fix"]
+    assert "model language: NOT servable" in server.output() and "model tts: servable" in server.output()
+
+
+def _worker_pids(server) -> set[int]:
+    return {child.pid for child in psutil.Process(server.proc.pid).children()}
+
+
+def test_restarted_workers_admit_from_what_was_measured_before(live_server, tmp_path) -> None:
+    """The fake's estimate (600 MB) cannot fit the 400 MB budget, its measured 100 MB can: every worker
+    (restarted by MAX_REQUESTS, preloaded, or the second of two) admits from the shared measurement."""
+    for workers, preload in ((1, "false"), (1, "true"), (2, "true")):
+        state = tmp_path / f"state-{workers}-{preload}"
+        state.mkdir()
+        # What a worker of an earlier run measured, as the shared cost file keeps it across restarts.
+        (state / "costs.json").write_text(json.dumps({"fake/tts/100": {"measured_mb": 100.0, "peak_load_mb": 101.0,
+                                                                       "pid": 1, "at": 0.0}}))
+        server = live_server({"FAKE_MODELS_MB": "tts=100:600", "MEMORY_BUDGET_MB": "400", "MEMORY_MARGIN_MB": "0",
+                              "WORKERS": str(workers), "PRELOAD": preload, "MAX_REQUESTS": "3",
+                              "MAX_REQUESTS_JITTER": "0", "STATE_DIR": str(state)},
+                             app="tests.budget_app:create_app()")
+        pids, statuses = set(), []
+        for _ in range(10):
+            response = requests.post(server.url + "/fake/tts", json={}, timeout=30)
+            statuses.append(response.status_code)
+            if response.ok:
+                pids.add(response.json()["pid"])
+        assert statuses == [200] * 10, (workers, preload, statuses, server.output()[-3000:])
+        assert len(pids) >= 3, pids  # workers were recycled along the way, and each one served
+        assert "expected_from='measured by another worker" in server.output()
+        server.stop()
+
+
+def test_a_worker_holding_memory_it_cannot_give_back_is_replaced(live_server) -> None:
+    """The fake keeps its 160 MB after it is unloaded: its next build cannot fit in this worker, would in a
+    fresh one, so the worker asks Gunicorn for a replacement, the request gets a short Retry-After, and the
+    fresh worker serves it."""
+    server = live_server({"FAKE_MODELS_MB": "tts=160:160:leak", "MEMORY_BUDGET_MB": "300", "MEMORY_MARGIN_MB": "0",
+                          "API_KEYS": ADMIN_KEY}, app="tests.budget_app:create_app()")
+    first = requests.post(server.url + "/fake/tts", json={}, timeout=30)
+    assert first.status_code == 200
+    unloaded = requests.delete(server.url + "/api/models/tts", headers={"x-api-key": ADMIN_KEY}, timeout=30)
+    assert unloaded.json()["unloaded"] is True  # ...but its 160 MB stay in this worker
+
+    refused = requests.post(server.url + "/fake/tts", json={}, timeout=30)
+    assert refused.status_code == 503 and refused.headers["Retry-After"] == "2", refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "memory_budget_exceeded" and error["recycling"] is True
+
+    deadline, served = time.time() + 60, None
+    while time.time() < deadline and served is None:
+        time.sleep(int(refused.headers["Retry-After"]))
+        response = requests.post(server.url + "/fake/tts", json={}, timeout=30)
+        if response.ok:
+            served = response.json()["pid"]
+    assert served is not None and served != first.json()["pid"], server.output()[-3000:]
+    assert _worker_pids(server) == {served}
+    metrics = requests.get(server.url + "/metrics", timeout=10).text
+    assert 'speech_api_worker_recycles_total{model="tts",reason="memory_retained"} 1.0' in metrics
+    assert server.output().count("event=worker_recycle ") == 1
