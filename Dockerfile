@@ -20,12 +20,14 @@ COPY requirements.txt requirements-lean.txt ./
 RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 \
  && pip install -r requirements.txt
 
-# --- export: torch models -> ONNX (int8 where parity allows); weights fetched at build time ------
+# --- export: the models fetched, exported to ONNX (int8 where parity allows) and verified ----------
+# The same command as `make models` on a machine: needs huggingface.co during the build.
 FROM build-full AS export
+ENV MODEL_DIR=/app/models
 COPY pyproject.toml config.py ./
 COPY backend ./backend
 COPY scripts ./scripts
-RUN pip install --no-deps -e . && python scripts/export_onnx.py --out /app/models/onnx
+RUN pip install --no-deps -e . && python scripts/fetch_models.py
 
 # --- build-lean: no torch, no transformers --------------------------------------------------------
 # The check fails the build if anything in the lean install pulled torch or transformers.

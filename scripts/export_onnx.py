@@ -5,6 +5,8 @@
 Writes OUT/kokoro/, OUT/whisper/, OUT/ast/ (each with meta.json), prints the parity table
 (torch vs ONNX on the same inputs) and exits 1 when any shipped model is out of tolerance.
 Needs the full install (torch, transformers, kokoro, onnx); the server then needs neither.
+scripts/fetch_models.py is the one command that also downloads the checkpoints and verifies them;
+this one exports checkpoints already at hand.
 """
 from __future__ import annotations
 
@@ -14,8 +16,7 @@ import sys
 from pathlib import Path
 
 from config import MODEL_NAMES, load_settings
-
-FOLDERS = {"tts": "kokoro", "language": "whisper", "ai_voice": "ast"}
+from scripts.export import FOLDERS, exporter
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,20 +38,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from scripts.export import ast, kokoro, whisper
-    from scripts.export.common import table
+    from scripts.export.common import parity_failures, table
 
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    exporters = {"tts": (kokoro.export, args.kokoro), "language": (whisper.export, args.whisper),
-                 "ai_voice": (ast.export, args.ast)}
+    sources = {"tts": args.kokoro, "language": args.whisper, "ai_voice": args.ast}
     rows = []
     for name in args.models:
-        export, source = exporters[name]
-        print(f"exporting {name} from {source} -> {args.out / FOLDERS[name]}", flush=True)
-        rows += export(source, args.out / FOLDERS[name], int8=args.int8)
+        print(f"exporting {name} from {sources[name]} -> {args.out / FOLDERS[name]}", flush=True)
+        rows += exporter(name)(sources[name], args.out / FOLDERS[name], int8=args.int8)
     print(table(rows))
-    failed = [row for row in rows if row.shipped and not row.ok]
+    failed = parity_failures(rows)
     if failed:
         print(f"PARITY FAILED for {', '.join(sorted({row.model for row in failed}))}: out of tolerance", file=sys.stderr)
         return 1

@@ -43,6 +43,11 @@ class Parity:
                 f"| {status} | {'yes' if self.shipped else 'no'} |")
 
 
+def parity_failures(rows: list[Parity]) -> list[Parity]:
+    """The rows of the variant that would ship that are out of tolerance (empty: it may ship)."""
+    return [row for row in rows if row.shipped and not row.ok]
+
+
 def table(rows: list[Parity]) -> str:
     head = "| model | variant | metric | value | tolerance | parity | shipped |\n|---|---|---|---|---|---|---|"
     return "\n".join([head, *(row.as_row() for row in rows)])

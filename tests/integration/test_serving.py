@@ -107,3 +107,39 @@ def test_a_worker_holding_memory_it_cannot_give_back_is_replaced(live_server) ->
     metrics = requests.get(server.url + "/metrics", timeout=10).text
     assert 'speech_api_worker_recycles_total{model="tts",reason="memory_retained"} 1.0' in metrics
     assert server.output().count("event=worker_recycle ") == 1
+
+
+def test_serve_sh_offline_says_what_is_missing_and_serves_speech(tmp_path) -> None:
+    """The README's first command on a machine that cannot reach the hub: it never hangs on the fetch."""
+    import os
+    import signal
+    import subprocess
+
+    from config import Settings
+    from tests.conftest import ROOT, free_port
+
+    settings_vars = {name.upper() for name in Settings.model_fields}
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k.upper() not in settings_vars}
+    env.update(PORT=str(port), SETUP_PROFILE="dev", STATE_DIR=str(tmp_path / "state"), HF_HUB_OFFLINE="1")
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(["scripts/serve.sh"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/health", timeout=2).ok:
+                    break
+            except requests.RequestException:
+                time.sleep(0.5)
+        else:
+            raise AssertionError(log.read_text())
+        text = log.read_text()
+        assert "language: missing — " in text and "serve: starting with the models at hand" in text
+        ready = requests.get(f"http://127.0.0.1:{port}/ready", timeout=10).json()
+        assert ready["models"]["tts"]["servable"] and not ready["models"]["language"]["servable"]
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # serve.sh exec'd Gunicorn: same pid, its own session
+        proc.wait(timeout=30)
