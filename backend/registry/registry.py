@@ -144,6 +144,7 @@ class ModelRegistry:
         self.boot_used_mb: float | None = None
         self._recycle: Callable[[], None] | None = None
         self._recycle_requested_at: float | None = None
+        self._running = 0  # requests holding a model slot (running, not queued), over every model
 
     def init_app(self, app: Flask) -> None:
         """Make this the registry of `app` (get_registry() finds it)."""
@@ -337,9 +338,14 @@ class ModelRegistry:
             return pipeline
 
     def _start_request_measurement(self) -> float | None:
-        """Reset the peak-RSS mark if this request is alone in the process, and return RSS now."""
+        """Reset the peak-RSS mark if this request is the only one running in the process; return RSS now.
+
+        Requests queued for a model's slot hold no activations, so only running ones count: under
+        steady load the first request of a queue is still measured.
+        """
         with self._lock:
-            alone = sum(e.in_use for e in self._entries.values()) == 1
+            self._running += 1
+            alone = self._running == 1
         if not alone or self._build_lock.locked():  # a build is measuring its own peak
             return None
         if not readings.reset_peak_rss():
@@ -347,31 +353,33 @@ class ModelRegistry:
         return readings.rss_mb()
 
     def _release(self, entry: _Entry, slot: threading.Semaphore, start_rss_mb: float | None) -> None:
-        slot.release()
-        self._checkin(entry, start_rss_mb=start_rss_mb, served=True)
-
-    def _checkin(self, entry: _Entry, *, start_rss_mb: float | None = None, served: bool) -> None:
+        # Measured while the slot is still held: no other request of this model has started yet.
         request_peak = None
         if start_rss_mb is not None:
             peak = readings.peak_rss_mb()
             if peak is not None:
                 request_peak = max(0.0, peak - start_rss_mb)
+        first_use_mb = None
+        if entry.uses_since_load == 1 and entry.first_use_mb is None:
+            # The first request after each build (not only the process's first): a model rebuilt
+            # after an eviction is measured again, against the RSS before that build. Inference
+            # grows memory past what loading did (arenas, caches).
+            first_use_mb = entry.first_use_mb = max(0.0, readings.rss_mb() - entry.rss_before_load_mb)
         with self._lock:
+            self._running -= 1
             if request_peak is not None:
                 entry.request_peak_mb = max(entry.request_peak_mb or 0.0, request_peak)
+        if request_peak is not None or first_use_mb is not None:
+            self.costs.record(entry.key or entry.cost_key(), request_peak_mb=request_peak, first_use_mb=first_use_mb)
+        slot.release()
+        self._checkin(entry, served=True)
+
+    def _checkin(self, entry: _Entry, *, served: bool) -> None:
+        with self._lock:
             entry.in_use -= 1
             if served:
                 entry.last_used = time.time()
             idle = entry.in_use == 0
-            # The first request after each build (not only the process's first): a model rebuilt
-            # after an eviction is measured again, against the RSS before that build.
-            first_use = served and idle and entry.uses_since_load == 1 and entry.first_use_mb is None
-        first_use_mb = None
-        if first_use:
-            # Inference grows memory past what loading did (arenas, caches): count it once per load.
-            first_use_mb = entry.first_use_mb = max(0.0, readings.rss_mb() - entry.rss_before_load_mb)
-        if request_peak is not None or first_use_mb is not None:
-            self.costs.record(entry.key or entry.cost_key(), request_peak_mb=request_peak, first_use_mb=first_use_mb)
         if idle and self.ttl_s == 0 and not entry.spec.pinned:
             self._unload(entry, reason="ttl")
 

@@ -187,7 +187,7 @@ def run_check(options: CheckOptions) -> dict[str, Any]:
     options.out_dir.mkdir(parents=True, exist_ok=True)
     calls = workload.PROFILES[options.profile]
     api_key = settings.api_keys[0] if settings.api_keys else f"budget-check-{secrets.token_hex(8)}"
-    ctx = workload.Context(api_key=api_key, wav=workload.speech_wav() if options.profile == "speech" else b"")
+    ctx = workload.Context(api_key=api_key, wav=workload.speech_wav() if options.profile != "fake" else b"")
 
     t0 = time.monotonic()
     clock = lambda: time.monotonic() - t0  # noqa: E731 - every timestamp is seconds since the start

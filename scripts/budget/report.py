@@ -59,6 +59,8 @@ def summarise(report: dict[str, Any]) -> dict[str, Any]:
 
     statuses = Counter(str(r["status"]) for r in requests_)
     refused_budget = sum(1 for r in requests_ if r["error_code"] == BUDGET_REFUSED)
+    refused_budget_tts = sum(1 for r in requests_ if r["error_code"] == BUDGET_REFUSED and r["call"].startswith("tts"))
+    expected_errors = Counter(r["error_code"] for r in requests_ if r.get("expected"))
     no_response = statuses.get("0", 0)
     by_call: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in requests_:
@@ -99,7 +101,8 @@ def summarise(report: dict[str, Any]) -> dict[str, Any]:
         "worker_restarts": restarts, "unexpected_restarts": unexpected_restarts,
         "worker_recycles": kinds["worker_recycle"], "worker_self_recycles": kinds["worker_self_recycle"],
         "requests": len(requests_), "statuses": dict(sorted(statuses.items())),
-        "no_response": no_response, "refused_budget": refused_budget, "endpoints": endpoints,
+        "no_response": no_response, "refused_budget": refused_budget, "refused_budget_tts": refused_budget_tts,
+        "expected_errors": dict(expected_errors), "endpoints": endpoints,
         "models_loaded": loads, "models_evicted": evictions, "models_unloaded": other_unloads,
         "models_refused": refusals, "registry": registry, "ready": report.get("ready"),
         "alive_at_end": report.get("alive_at_end"),
@@ -126,7 +129,8 @@ def summarise(report: dict[str, Any]) -> dict[str, Any]:
                        f"refused with 503 {BUDGET_REFUSED}")
     # A model that fails to build (weights missing) or a 500 proves nothing about memory: not a fit.
     failures = Counter(r["error_code"] or str(r["status"]) for r in requests_
-                       if r["status"] >= 500 and r["error_code"] not in (BUDGET_REFUSED, "model_disabled"))
+                       if r["status"] >= 500 and r["error_code"] not in (BUDGET_REFUSED, "model_disabled")
+                       and not r.get("expected"))
     if failures:
         reasons.append(f"{sum(failures.values())} request(s) failed with 5xx ("
                        + ", ".join(f"{code} {n}" for code, n in failures.most_common()) + "; see server.log)")
@@ -186,7 +190,7 @@ def format_table(report: dict[str, Any]) -> str:
         f"  peak summed RSS                {_fmt(s['peak_rss_sum_mb'])}",
         f"  OOM kills                      {_fmt(s['oom_kills'])}",
         f"  worker restarts                {s['worker_restarts']} ({s['unexpected_restarts']} unexpected, "
-        f"{s['worker_recycles']} MAX_REQUESTS recycles)",
+        f"{s['worker_recycles']} MAX_REQUESTS recycles, {s['worker_self_recycles']} asked by the registry)",
         "",
         f"requests: {s['requests']}  by status: " + ", ".join(
             f"{'no response' if k == '0' else k}: {v}" for k, v in s["statuses"].items()),
@@ -204,8 +208,11 @@ def format_table(report: dict[str, Any]) -> str:
         f"models (from {reg['source']}): loaded {s['models_loaded']} {_per_model(reg['loads'])}, "
         f"evicted {s['models_evicted']} {_per_model(reg['unloads'].get('evicted', {}))}, "
         f"other unloads {s['models_unloaded']}, refused {s['models_refused']} {_per_model(reg['refusals'])}; "
-        f"requests refused 503 {BUDGET_REFUSED}: {s['refused_budget']}",
+        f"requests refused 503 {BUDGET_REFUSED}: {s['refused_budget']} ({s['refused_budget_tts']} of them TTS)",
     ]
+    if s["expected_errors"]:
+        lines.append("answered as designed (not failures): " + ", ".join(
+            f"{code} {n}" for code, n in sorted(s["expected_errors"].items())))
     lines += [f"warning: {w}" for w in s["warnings"]]
     lines += ["", report["verdict"]]
     return "\n".join(lines)
@@ -266,8 +273,8 @@ def write(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     return paths
 
 
-MATRIX_HEADER = ("| configuration | meter | peak MB | steady MB | OOM kills | restarts | requests | 503 budget | "
-                 "loads / evictions / refusals | verdict |\n|---|---|---|---|---|---|---|---|---|---|")
+MATRIX_HEADER = ("| configuration | meter | peak MB | steady MB | OOM kills | restarts (MAX_REQUESTS / asked) | requests "
+                 "| 503 budget (TTS) | loads / evictions / refusals | verdict |\n|---|---|---|---|---|---|---|---|---|---|")
 
 
 def markdown_row(report: dict[str, Any]) -> str:
@@ -277,5 +284,6 @@ def markdown_row(report: dict[str, Any]) -> str:
         return f"| {label} | - | - | - | - | - | - | - | - | ERROR: {report.get('error', '?')} |"
     verdict = report["verdict"].replace("|", "/")
     return (f"| {label} | {s['meter']} | {_fmt(s['peak_mb'])} | {_fmt(s['steady_mb'])} | {_fmt(s['oom_kills'])} | "
-            f"{s['worker_restarts']} | {s['requests']} | {s['refused_budget']} | "
+            f"{s['worker_restarts']} ({s['worker_recycles']} / {s['worker_self_recycles']}) | {s['requests']} | "
+            f"{s['refused_budget']} ({s['refused_budget_tts']}) | "
             f"{s['models_loaded']} / {s['models_evicted']} / {s['models_refused']} | {verdict} |")

@@ -16,8 +16,9 @@ def sample(t_s: float, mb: float) -> dict:
     return {"t_s": t_s, "usage_mb": mb + 1, "working_set_mb": mb, "rss_mb": mb + 30, "pss_mb": None}
 
 
-def request(call: str, status: int, seconds: float = 0.1, code: str | None = None) -> dict:
-    return {"call": call, "started_s": 3.0, "seconds": seconds, "status": status, "error_code": code, "detail": None}
+def request(call: str, status: int, seconds: float = 0.1, code: str | None = None, expected: bool = False) -> dict:
+    return {"call": call, "started_s": 3.0, "seconds": seconds, "status": status, "error_code": code, "detail": None,
+            "expected": expected}
 
 
 def event(t_s: float, kind: str, model: str | None = None, detail: str = "") -> dict:
@@ -114,6 +115,28 @@ def test_refusals_above_the_allowed_share_do_not_fit():
     assert allowed["verdict"].startswith("FITS")
 
 
+def test_an_error_a_call_is_designed_to_get_is_no_failure_and_tts_refusals_are_counted_apart():
+    """The life-cycle profile calls analysis models that have no export: 503 model_unavailable is their answer."""
+    rows = raw_report()["requests"] + [request("language", 503, code="model_unavailable", expected=True),
+                                       request("tts_long", 503, code="memory_budget_exceeded")]
+    report = summarised(requests=rows, options={**raw_report()["options"], "max_refused_percent": 50.0})
+    s = report["summary"]
+    assert report["verdict"] == "FITS in 300 MB (peak 150 MB)"
+    assert s["expected_errors"] == {"model_unavailable": 1} and s["refused_budget_tts"] == 1
+    assert "answered as designed (not failures): model_unavailable 1" in reporting.format_table(report)
+    unexpected = summarised(requests=rows[:-2] + [request("language", 503, code="model_unavailable")])
+    assert "1 request(s) failed with 5xx (model_unavailable 1" in unexpected["verdict"]
+
+
+def test_a_self_recycle_is_an_explained_restart():
+    events = raw_report()["events"] + [event(5.0, "worker_self_recycle", "tts", "pid=11 reason=memory_retained"),
+                                       event(5.5, "worker_boot", detail="pid=12")]
+    s = summarised(events=events)["summary"]
+    assert (s["worker_restarts"], s["unexpected_restarts"], s["worker_self_recycles"]) == (1, 0, 1)
+    line = "2026 WARNING event=worker_recycle pid=11 reason=memory_retained model=tts retained_mb=160 need_mb=160"
+    assert parse_event(line, 1.0).kind == "worker_self_recycle"
+
+
 def test_unanswered_requests_other_5xx_and_a_dead_server_are_each_a_reason():
     report = summarised(alive_at_end=False, server_exit_code=-9,
                         requests=[request("fake_tts", 0, 5.0, code="ConnectionError"),
@@ -177,7 +200,7 @@ def test_the_table_ends_with_the_verdict_and_lists_every_endpoint():
 
 def test_markdown_rows_for_a_report_and_for_a_failed_check():
     row = reporting.markdown_row(summarised())
-    assert row == "| fits | cgroup-v1 | 150 | 150 | 0 | 0 | 12 | 0 | 2 / 1 / 0 | FITS in 300 MB (peak 150 MB) |"
+    assert row == "| fits | cgroup-v1 | 150 | 150 | 0 | 0 (0 / 0) | 12 | 0 (0) | 2 / 1 / 0 | FITS in 300 MB (peak 150 MB) |"
     assert row.count("|") == reporting.MATRIX_HEADER.splitlines()[0].count("|")
     failed = reporting.markdown_row({"label": "broken", "error": "server exited with code 3"})
     assert failed == "| broken | - | - | - | - | - | - | - | - | ERROR: server exited with code 3 |"

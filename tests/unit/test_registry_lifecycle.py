@@ -191,3 +191,28 @@ def test_readiness_names_what_can_never_be_admitted(registry_factory):
     assert rows["ok"]["servable"] and rows["ok"]["need_mb"] == 10
     assert not rows["huge"]["servable"] and "needs about 5000 MB" in rows["huge"]["reason"]
     assert "BACKEND=onnx" in rows["huge"]["fix"]
+
+
+def test_under_steady_load_the_first_use_and_the_peaks_are_still_measured(registry_factory):
+    """A request queued for the model holds no activations: the one running is measured all the same."""
+    import threading
+
+    registry = registry_factory([fake_spec("a", 20, cls=FirstUseGrows)])
+    registry.load("a")
+    first = registry.lease("a")
+    queued_done = threading.Event()
+
+    def queued() -> None:
+        with registry.acquire("a") as pipe:  # waits for the slot while the first request runs
+            pipe(None)
+        queued_done.set()
+
+    thread = threading.Thread(target=queued)
+    thread.start()
+    first.pipeline(None)
+    first.release()
+    thread.join(timeout=10)
+    assert queued_done.is_set()
+    row = _row(registry, "a")
+    assert row["use_count"] == 2 and 40 <= row["first_use_mb"] <= 90
+    assert row["request_peak_mb"] is not None and row["request_peak_mb"] >= 40
