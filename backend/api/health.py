@@ -21,14 +21,14 @@ def health():
 def ready():
     """200 once pinned models are loaded and every enabled model can be served; else 503 saying why.
 
-    "starting": pinned models are still loading. "unservable": an enabled model can never be
-    admitted (files or runtime missing, or too large for the budget); each says the one command
-    or setting that fixes it.
+    "unservable": an enabled model can never be admitted (files or runtime missing, or too large
+    for the budget), pinned or not; each says the one command or setting that fixes it.
+    "starting": pinned models are still loading.
     """
     registry = get_registry()
     models = registry.readiness()
     unservable = [m for m in models if m["enabled"] and not m["servable"]]
-    status = "starting" if not registry.pinned_ready() else "unservable" if unservable else "ready"
+    status = "unservable" if unservable else "starting" if not registry.pinned_ready() else "ready"
     body = {
         "status": status,
         "models": {m["name"]: {k: v for k, v in m.items() if k != "name"} for m in models},

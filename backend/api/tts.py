@@ -5,7 +5,7 @@ the model: its fields, then whether the model can be served at all (503 model_un
 its files), then its voice against the voice names on disk (400; OpenAI's names through
 VOICE_ALIASES). Only then is the model leased, so a bad or unservable request never builds,
 loads or evicts anything. The pipeline then checks what needs the model (G2P) before the first
-byte is sent, and encodes. X-Voice says which voice spoke. Text that splits into several pieces is streamed (chunked transfer), one
+byte is sent, and encodes. X-Voice says which voice spoke, X-Voice-Requested what was asked for. Text that splits into several pieces is streamed (chunked transfer), one
 piece synthesised at a time, so the first audio leaves after the first sentence and memory does
 not grow with the text. The model stays checked out until the stream closes.
 """
@@ -20,7 +20,7 @@ from backend.api import json_object
 from backend.api.schemas.tts import api_tts_request, installed_voice, openai_speech_request
 from backend.catalog import pipeline_class
 from backend.pipelines.tts.pipeline import SpeechRequest
-from backend.pipelines.tts.voices import pick_default, voice_language
+from backend.pipelines.tts.voices import mix_label, pick_default, voice_language
 from backend.registry import get_registry
 from config import Settings
 
@@ -68,6 +68,8 @@ def _speak(parsed: SpeechRequest) -> Response:
     try:
         speech = lease.pipeline(request)
         headers = {"X-Voice": speech.voice, "X-Sample-Rate": str(speech.sample_rate_hz)}
+        if parsed.voice is not None:
+            headers["X-Voice-Requested"] = mix_label(parsed.voice)
         if not speech.streamed:
             return Response(speech.content, mimetype=speech.mimetype, headers=headers)
         response = Response(_logged(speech.content), mimetype=speech.mimetype, headers=headers)

@@ -94,6 +94,10 @@ class CostBook:
             self._local[key] = local
             if self.path is None:
                 return local
+            shared = self._read().get(key)
+            if shared is not None and all(_larger(getattr(shared, name), value) == getattr(shared, name)
+                                          for name, value in figures.items()):
+                return shared  # nothing grew: the file already says it (no write per request)
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 with open(self.path.with_suffix(".lock"), "a") as lock_file:

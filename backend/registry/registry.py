@@ -123,13 +123,14 @@ class ModelRegistry:
     """Owns model lifetime: lazy single-flight builds, use counts, TTL, LRU eviction, admission."""
 
     def __init__(self, budget_mb: float, *, margin_mb: float = 48, ttl_s: int = 300,
-                 retry_after_s: int = 30, queue_timeout_s: float = 30,
+                 retry_after_s: int = 30, queue_timeout_s: float = 30, workers: int = 1,
                  memory: readings.ServiceMemory | None = None, costs: CostBook | None = None) -> None:
         self.budget_mb = float(budget_mb)
         self.margin_mb = float(margin_mb)
         self.ttl_s = ttl_s
         self.retry_after_s = retry_after_s
         self.queue_timeout_s = queue_timeout_s
+        self.workers = workers  # how many workers share the budget (each holds its own models)
         self._slots: dict[str, threading.Semaphore] = {}
         self.memory = memory or readings.ServiceMemory()
         self.costs = costs or CostBook(None)  # None: measurements stay in this process
@@ -141,7 +142,7 @@ class ModelRegistry:
         self._stop = threading.Event()
         # Set by start_worker() in a Gunicorn worker: its boot figures and how to ask for a replacement.
         self.boot_rss_mb: float | None = None
-        self.boot_used_mb: float | None = None
+        self.boot_pss_mb: float | None = None
         self._recycle: Callable[[], None] | None = None
         self._recycle_requested_at: float | None = None
         self._running = 0  # requests holding a model slot (running, not queued), over every model
@@ -227,11 +228,16 @@ class ModelRegistry:
         """Per model: can it be served now, and if not, why and the one command that makes it so.
 
         An enabled model is unservable when its files or runtime are missing, or when even a fresh
-        worker with nothing loaded could never admit it (its cost exceeds the budget less what the
-        service holds at boot).
+        worker could never admit it: its cost exceeds the budget less what the service holds with
+        nothing loaded (the master and every worker at this worker's boot size; what other
+        workers' models hold now is "not now", not "never").
         """
         limit = self.effective_budget_mb - self.margin_mb
-        baseline = self.boot_used_mb if self.boot_used_mb is not None else self.memory.used_mb()
+        if self.boot_pss_mb is not None:
+            master = self.memory.root_pid
+            baseline = (readings.pss_mb(master) if master != os.getpid() else 0.0) + self.workers * self.boot_pss_mb
+        else:  # not a Gunicorn worker (tests, flask run): what the process holds now
+            baseline = self.memory.used_mb()
         rows = []
         for name, e in self._entries.items():
             row: dict[str, Any] = {"name": name, "enabled": e.spec.enabled, "state": e.state.value}
@@ -248,7 +254,7 @@ class ModelRegistry:
                 rows.append({**row, "servable": False, "need_mb": round(need.fresh_mb),
                              "reason": f"needs about {need.fresh_mb:.0f} MB ({need.source}) but at most "
                                        f"{max(0.0, limit - baseline):.0f} MB of the {self.effective_budget_mb:.0f} MB "
-                                       f"budget is ever free (the service holds {baseline:.0f} MB at boot)",
+                                       f"budget is ever free (the service holds {baseline:.0f} MB with nothing loaded)",
                              "fix": "BACKEND=onnx, a larger MEMORY_BUDGET_MB, or fewer WORKERS"})
                 continue
             rows.append({**row, "servable": True, "source": availability.source, "need_mb": round(need.fresh_mb)})
@@ -592,7 +598,7 @@ class ModelRegistry:
             self.memory.root_pid = root_pid
         self._recycle = recycle
         self.boot_rss_mb = readings.rss_mb()
-        self.boot_used_mb = self.memory.used_mb()
+        self.boot_pss_mb = readings.pss_mb(os.getpid())
         self._ensure_sweeper()
         self.log_readiness()
         thread = threading.Thread(target=self.load_pinned, name="load-pinned", daemon=True)

@@ -44,6 +44,13 @@ def test_ready_is_503_while_an_enabled_model_can_never_be_served(make_app):
     assert "no exported whisper model" in language["reason"] and "fetch_models.py --models language" in language["fix"]
 
 
+def test_a_pinned_model_that_can_never_load_is_unservable_not_starting(make_app):
+    app = make_app(enabled_models="tts,language", preload_models="language", memory_budget_mb=16384)
+    get_registry(app).start_worker().join()  # the pinned load fails: no export
+    body = app.test_client().get("/ready").json
+    assert body["status"] == "unservable" and body["unservable"] == ["language"]
+
+
 def test_ready_is_503_for_a_model_too_large_for_the_budget(make_app):
     app = make_app([fake_spec("huge", 5000)], enabled_models="tts")
     body = app.test_client().get("/ready").json

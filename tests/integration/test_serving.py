@@ -35,7 +35,7 @@ def test_an_empty_environment_speaks_to_the_official_openai_client(live_server) 
     audio, rate = soundfile.read(io.BytesIO(wav), dtype="float32")
     assert wav[:4] == b"RIFF" and rate == 24000 and len(audio) > 0.5 * rate and abs(audio).max() > 0.01
     # Offline only the packaged Japanese voices exist: alloy's af_alloy is not installed, the default speaks.
-    assert raw.headers["X-Voice"] == "jf_alpha"
+    assert raw.headers["X-Voice"] == "jf_alpha" and raw.headers["X-Voice-Requested"] == "alloy"
 
     speech = client.audio.speech.create(model="tts-1", voice="alloy", input="And once more, as an MP3.",
                                         response_format="mp3", instructions="Speak cheerfully.")

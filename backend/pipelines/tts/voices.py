@@ -57,6 +57,11 @@ def mix_packs(packs: list[np.ndarray], weights: list[float]) -> np.ndarray:
     return out
 
 
+def mix_label(mix: VoiceMix) -> str:
+    """How a voice is named in headers and logs: 'af_heart', or 'af_bella(2)+af_sky(1)' for a mix."""
+    return mix[0][0] if len(mix) == 1 else "+".join(f"{name}({weight:g})" for name, weight in mix)
+
+
 def pick_default(installed: Collection[str], configured: str) -> str | None:
     """The voice that speaks when none is named: DEFAULT_VOICE if installed, else the first installed one."""
     if configured in installed:
@@ -132,8 +137,7 @@ class VoiceBank:
                                 available=self.names)
         if len(mix) == 1:
             return mix[0][0], self.pack(mix[0][0])
-        label = "+".join(f"{name}({weight:g})" for name, weight in mix)
-        return label, mix_packs([self.pack(name) for name, _ in mix], [weight for _, weight in mix])
+        return mix_label(mix), mix_packs([self.pack(name) for name, _ in mix], [weight for _, weight in mix])
 
 
 def npz_names(path: Path) -> list[str]:
