@@ -134,8 +134,10 @@ def worker_exit(server, worker):
 
 def child_exit(server, worker):
     from backend.memory.metrics import mark_process_dead
+    from backend.registry.peers import Peers
 
     mark_process_dead(worker.pid)
+    Peers(settings.state_root).forget(worker.pid)  # its reserved head-room went with it
 
 
 def on_exit(server):

@@ -19,6 +19,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from backend.memory import middleware
     from backend.registry import ModelRegistry
     from backend.registry.costs import CostBook
+    from backend.registry.peers import Peers
 
     settings = settings or load_settings()
     _configure_logging(settings.log_level)
@@ -31,7 +32,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     registry = ModelRegistry(settings.memory_budget_mb, margin_mb=settings.memory_margin_mb,
                              ttl_s=settings.model_ttl_s, retry_after_s=settings.retry_after_s,
                              queue_timeout_s=settings.queue_timeout_s, workers=settings.workers,
-                             costs=CostBook(settings.state_root))
+                             costs=CostBook(settings.state_root), peers=Peers(settings.state_root))
     for spec in model_specs(settings):
         registry.register(spec)
     registry.subscribe(memory_metrics.on_registry_event)

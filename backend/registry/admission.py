@@ -45,15 +45,18 @@ class Admission:
         return self.outcome is Outcome.FITS
 
 
-def admit(models: Iterable[ModelFigures], *, name: str, need_mb: float, used_mb: float, limit_mb: float) -> Admission:
+def admit(models: Iterable[ModelFigures], *, name: str, need_mb: float, used_mb: float, limit_mb: float,
+          reserved_mb: float = 0.0) -> Admission:
     """Decide whether model `name`, expected to add `need_mb`, fits under `limit_mb` now.
 
-    `used_mb` is the service's memory as read now. Idle, unpinned, loaded models other than
-    `name` are the only candidates for eviction; models in use are never evicted. EVICT is
-    answered only when evicting every candidate would make room, so nothing is unloaded in vain.
+    `used_mb` is the service's memory as read now; `reserved_mb` the head-room other workers keep
+    for their loaded models' next requests (it counts as used, and none of it can be evicted from
+    here). Idle, unpinned, loaded models other than `name` are the only candidates for eviction;
+    models in use are never evicted. EVICT is answered only when evicting every candidate would
+    make room, so nothing is unloaded in vain.
     """
     others = [m for m in models if m.name != name and m.loaded]
-    used = used_mb + sum(m.headroom_mb for m in others)
+    used = used_mb + reserved_mb + sum(m.headroom_mb for m in others)
     free = max(0.0, limit_mb - used)
     if used + need_mb <= limit_mb:
         return Admission(Outcome.FITS, used, free)

@@ -42,6 +42,7 @@ from backend.pipelines.base import Availability  # the contract's vocabulary; no
 from backend.registry.admission import Admission, ModelFigures, Outcome, admit, recycle_helps
 from backend.registry.costs import CostBook, MeasuredCost
 from backend.registry.lease import Lease
+from backend.registry.peers import Peers
 from backend.registry.spec import Estimate, ModelSpec, ModelState
 
 if TYPE_CHECKING:  # typing only: the registry never imports a pipeline
@@ -124,7 +125,8 @@ class ModelRegistry:
 
     def __init__(self, budget_mb: float, *, margin_mb: float = 48, ttl_s: int = 300,
                  retry_after_s: int = 30, queue_timeout_s: float = 30, workers: int = 1,
-                 memory: readings.ServiceMemory | None = None, costs: CostBook | None = None) -> None:
+                 memory: readings.ServiceMemory | None = None, costs: CostBook | None = None,
+                 peers: Peers | None = None) -> None:
         self.budget_mb = float(budget_mb)
         self.margin_mb = float(margin_mb)
         self.ttl_s = ttl_s
@@ -134,6 +136,7 @@ class ModelRegistry:
         self._slots: dict[str, threading.Semaphore] = {}
         self.memory = memory or readings.ServiceMemory()
         self.costs = costs or CostBook(None)  # None: measurements stay in this process
+        self.peers = peers or Peers(None)  # None: this process admits alone
         self._entries: dict[str, _Entry] = {}
         self._lock = threading.Lock()
         self._build_lock = threading.Lock()  # one build at a time: admission is never raced
@@ -377,6 +380,7 @@ class ModelRegistry:
                 entry.request_peak_mb = max(entry.request_peak_mb or 0.0, request_peak)
         if request_peak is not None or first_use_mb is not None:
             self.costs.record(entry.key or entry.cost_key(), request_peak_mb=request_peak, first_use_mb=first_use_mb)
+            self._publish_reserved()
         slot.release()
         self._checkin(entry, served=True)
 
@@ -416,6 +420,10 @@ class ModelRegistry:
         entry.key = entry.cost_key()
         measured = self.costs.get(entry.key)
         model_mb = measured.cost_mb() if measured is not None else None
+        if model_mb is not None and measured is not None and measured.request_peak_mb is None:
+            # Loaded but no request measured yet (e.g. its worker was killed in the first one):
+            # the load figures miss the activations, so the estimate still bounds it from below.
+            model_mb = max(model_mb, estimate.model_mb)
         if model_mb is None:
             source, model_mb = "estimate from files", estimate.model_mb
         elif self.costs.measured_here(entry.key):
@@ -441,7 +449,9 @@ class ModelRegistry:
 
     def _build(self, entry: _Entry) -> Pipeline:
         name = entry.spec.name
-        with self._build_lock:
+        # One admission and build at a time in this process, and in the whole service: two workers
+        # admitting together would both read the same free memory.
+        with self._build_lock, self.peers.admission():
             need = self._need(entry)
             self._make_room(entry, need)
             # The runtime is imported first and measured on its own, so the build's figures are the model's.
@@ -482,6 +492,7 @@ class ModelRegistry:
             entry.loaded_at = time.time()
             entry.loads += 1
             self.costs.record(entry.key, measured_mb=entry.measured_mb, peak_load_mb=entry.peak_load_mb)
+            self._publish_reserved(extra=entry)  # before the lock goes: the next admission must see it
         logger.info("event=model_loaded model=%s load_s=%.2f imports_mb=%.1f rss_before_mb=%.1f rss_after_mb=%.1f "
                     "measured_mb=%.1f anon_mb=%.1f peak_load_mb=%.1f expected_mb=%.1f expected_from=%r",
                     name, load_s, entry.imports_mb, before_rss, after_rss, entry.measured_mb, entry.anon_mb,
@@ -489,12 +500,19 @@ class ModelRegistry:
         self._emit("load", name, mb=entry.measured_mb, seconds=load_s)
         return pipeline
 
+    def _publish_reserved(self, extra: _Entry | None = None) -> None:
+        """Tell the other workers the head-room this one's loaded models keep (`extra`: just built)."""
+        with self._lock:
+            loaded = [e for e in self._entries.values() if e.state is ModelState.LOADED or e is extra]
+        self.peers.publish({e.spec.name: round(self._headroom_mb(e), 1) for e in loaded})
+
     def _admission(self, entry: _Entry, need_mb: float, limit_mb: float) -> Admission:
         used_mb = self.memory.used_mb()
         with self._lock:
             entries = list(self._entries.values())
         figures = [self._figures(e) for e in entries]
-        return admit(figures, name=entry.spec.name, need_mb=need_mb, used_mb=used_mb, limit_mb=limit_mb)
+        return admit(figures, name=entry.spec.name, need_mb=need_mb, used_mb=used_mb, limit_mb=limit_mb,
+                     reserved_mb=self.peers.reserved_mb())
 
     def _make_room(self, entry: _Entry, need: _Need) -> None:
         """Evict what admission names (LRU first, asking again after each) until the model fits, or refuse."""
@@ -588,6 +606,7 @@ class ModelRegistry:
         logger.info("event=model_unloaded model=%s reason=%s rss_before_mb=%.1f rss_after_mb=%.1f freed_mb=%.1f",
                     entry.spec.name, reason, before, after, before - after)
         self._emit("evict" if reason == "evicted" else "unload", entry.spec.name, mb=before - after, reason=reason)
+        self._publish_reserved()
         return True
 
     # --- worker life -----------------------------------------------------------------------------
@@ -661,6 +680,7 @@ class ModelRegistry:
         self._stop.set()
         for entry in list(self._entries.values()):
             self._unload(entry, reason="shutdown")
+        self.peers.publish({})
 
     def _emit(self, event: str, name: str, **facts: Any) -> None:
         for listener in self._listeners:

@@ -62,8 +62,8 @@ def test_restarted_workers_admit_from_what_was_measured_before(live_server, tmp_
         state = tmp_path / f"state-{workers}-{preload}"
         state.mkdir()
         # What a worker of an earlier run measured, as the shared cost file keeps it across restarts.
-        (state / "costs.json").write_text(json.dumps({"fake/tts/100": {"measured_mb": 100.0, "peak_load_mb": 101.0,
-                                                                       "pid": 1, "at": 0.0}}))
+        (state / "costs.json").write_text(json.dumps({"fake/tts/100": {
+            "measured_mb": 100.0, "peak_load_mb": 101.0, "request_peak_mb": 5.0, "pid": 1, "at": 0.0}}))
         server = live_server({"FAKE_MODELS_MB": "tts=100:600", "MEMORY_BUDGET_MB": "400", "MEMORY_MARGIN_MB": "0",
                               "WORKERS": str(workers), "PRELOAD": preload, "MAX_REQUESTS": "3",
                               "MAX_REQUESTS_JITTER": "0", "STATE_DIR": str(state)},
@@ -143,3 +143,27 @@ def test_serve_sh_offline_says_what_is_missing_and_serves_speech(tmp_path) -> No
     finally:
         os.killpg(proc.pid, signal.SIGTERM)  # serve.sh exec'd Gunicorn: same pid, its own session
         proc.wait(timeout=30)
+
+
+def test_two_workers_never_admit_a_model_the_budget_holds_once(live_server) -> None:
+    """Issue 11's WORKERS=2 run: both workers admitted TTS at the same moment from the same free memory and
+    the kernel killed both. Admissions are now one at a time across workers, and a loaded model's head-room
+    (here 150 MB: each request allocates 150 MB on top of the 100 MB model) counts in the other worker's
+    admission: 2 x (100 + 150) and the workers do not fit 520 MB, one does."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    server = live_server({"FAKE_MODELS_MB": "tts=100:250", "MEMORY_BUDGET_MB": "520", "MEMORY_MARGIN_MB": "0",
+                          "WORKERS": "2", "THREADS": "4"}, app="tests.budget_app:create_app()")
+    deadline = time.time() + 30
+    while len(_worker_pids(server)) < 2 and time.time() < deadline:
+        time.sleep(0.2)
+
+    def call(_: int) -> requests.Response:
+        return requests.post(server.url + "/fake/tts", json={"hold_ms": 300, "work_mb": 150}, timeout=60)
+
+    with ThreadPoolExecutor(16) as pool:
+        responses = list(pool.map(call, range(32)))
+    served = {r.json()["pid"] for r in responses if r.status_code == 200}
+    refused = [r for r in responses if r.status_code == 503]
+    assert len(served) == 1 and all(r.json()["error"]["code"] == "memory_budget_exceeded" for r in refused)
+    assert server.output().count("event=model_loaded model=tts") == 1

@@ -64,3 +64,10 @@ def test_a_replacement_helps_only_when_a_fresh_worker_would_fit_the_model():
     assert not recycle_helps(used_mb=300, retained_mb=20, need_fresh_mb=200, limit_mb=400)
     # nothing retained: replacing the worker changes nothing
     assert not recycle_helps(used_mb=100, retained_mb=0, need_fresh_mb=500, limit_mb=400)
+
+
+def test_head_room_other_workers_reserve_counts_as_used_and_cannot_be_evicted():
+    verdict = admit([model("a", resident_mb=50)], name="b", need_mb=110, used_mb=200, limit_mb=LIMIT_MB,
+                    reserved_mb=150)
+    assert verdict.used_mb == 350 and verdict.outcome is Outcome.REFUSE  # evicting a frees 50: still over
+    assert admit([], name="b", need_mb=100, used_mb=200, limit_mb=LIMIT_MB, reserved_mb=100).fits
