@@ -95,6 +95,12 @@ class Settings(BaseSettings):
     api_keys: CommaList = Field([], description="Comma list of accepted API keys; empty = inference open, admin endpoints refused.")
     prometheus_multiproc_dir: Path | None = Field(None, description="Folder for prometheus_client's multiprocess files; Gunicorn sets one when unset.")
 
+    # --- Jobs (talking-head animation runs as jobs) ---------------------------------------------------
+    jobs_backend: Literal["local", "rq"] = Field("local", description="Where animation jobs run: local (a child process of a web worker, records in JOBS_DIR) or rq (an RQ queue named 'animation' on REDIS_URL, run by scripts/worker.sh).")
+    jobs_dir: Path | None = Field(None, description="Folder of local job records (SQLite) and results; unset = STATE_DIR/jobs.")
+    job_ttl_s: int = Field(86_400, ge=0, le=31_536_000, description="Seconds a finished job and its result are kept; 0 = keep forever.")
+    max_queued_jobs: int = Field(8, ge=1, le=1000, description="Jobs that may wait for the one running at a time (1..1000); more get 503 job_queue_full.")
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
@@ -143,6 +149,11 @@ class Settings(BaseSettings):
     def state_root(self) -> Path:
         """Where workers keep what they share (measured model costs)."""
         return self.state_dir or self.model_dir / "state"
+
+    @property
+    def jobs_root(self) -> Path:
+        """Where the local jobs backend keeps records and results."""
+        return self.jobs_dir or self.state_root / "jobs"
 
     def backend_for(self, name: str) -> str:
         """The backend of one pipeline: its own override, else BACKEND."""

@@ -149,6 +149,7 @@ class ModelRegistry:
         self._recycle: Callable[[], None] | None = None
         self._recycle_requested_at: float | None = None
         self._running = 0  # requests holding a model slot (running, not queued), over every model
+        self._jobs_mb: dict[str, float] = {}  # reserved for jobs running in child processes (reserve_job)
 
     def init_app(self, app: Flask) -> None:
         """Make this the registry of `app` (get_registry() finds it)."""
@@ -236,11 +237,7 @@ class ModelRegistry:
         workers' models hold now is "not now", not "never").
         """
         limit = self.effective_budget_mb - self.margin_mb
-        if self.boot_pss_mb is not None:
-            master = self.memory.root_pid
-            baseline = (readings.pss_mb(master) if master != os.getpid() else 0.0) + self.workers * self.boot_pss_mb
-        else:  # not a Gunicorn worker (tests, flask run): what the process holds now
-            baseline = self.memory.used_mb()
+        baseline = self._idle_baseline_mb()
         rows = []
         for name, e in self._entries.items():
             row: dict[str, Any] = {"name": name, "enabled": e.spec.enabled, "state": e.state.value}
@@ -262,6 +259,42 @@ class ModelRegistry:
                 continue
             rows.append({**row, "servable": True, "source": availability.source, "need_mb": round(need.fresh_mb)})
         return rows
+
+    def _idle_baseline_mb(self) -> float:
+        """What the service holds with nothing loaded: the master and every worker at this worker's boot size."""
+        if self.boot_pss_mb is not None:
+            master = self.memory.root_pid
+            return (readings.pss_mb(master) if master != os.getpid() else 0.0) + self.workers * self.boot_pss_mb
+        return self.memory.used_mb()  # not a Gunicorn worker (tests, flask run): what the process holds now
+
+    # --- jobs run in child processes (backend.jobs) ------------------------------------------------
+    def job_ever_fits(self, need_mb: float) -> tuple[bool, float]:
+        """Whether a job process of `need_mb` could ever run beside this service, and the most that is ever free."""
+        free = max(0.0, self.effective_budget_mb - self.margin_mb - self._idle_baseline_mb())
+        return need_mb <= free, free
+
+    def admit_job(self, name: str, need_mb: float) -> bool:
+        """Make room for a job process of `need_mb` (idle models evicted LRU first) and reserve it; False: not now."""
+        with self._build_lock, self.peers.admission():
+            limit = self.effective_budget_mb - self.margin_mb
+            admission = self._admission(name, need_mb, limit)
+            for victim in admission.victims if admission.outcome is Outcome.EVICT else ():
+                self._unload(self._entries[victim], reason="evicted")
+                admission = self._admission(name, need_mb, limit)
+                if admission.fits:
+                    break
+            if admission.fits:
+                self.reserve_job(name, need_mb)
+            return admission.fits
+
+    def reserve_job(self, name: str, mb: float) -> None:
+        """Keep `mb` reserved for job `name` beyond what its process holds now (0 = it ended); admissions count it."""
+        with self._lock:
+            if mb > 0:
+                self._jobs_mb[name] = mb
+            else:
+                self._jobs_mb.pop(name, None)
+        self._publish_reserved()
 
     # --- use -----------------------------------------------------------------------------------
     def lease(self, name: str) -> Lease:
@@ -504,26 +537,28 @@ class ModelRegistry:
         """Tell the other workers the head-room this one's loaded models keep (`extra`: just built)."""
         with self._lock:
             loaded = [e for e in self._entries.values() if e.state is ModelState.LOADED or e is extra]
-        self.peers.publish({e.spec.name: round(self._headroom_mb(e), 1) for e in loaded})
+            jobs = {f"job:{name}": round(mb, 1) for name, mb in self._jobs_mb.items()}
+        self.peers.publish({**{e.spec.name: round(self._headroom_mb(e), 1) for e in loaded}, **jobs})
 
-    def _admission(self, entry: _Entry, need_mb: float, limit_mb: float) -> Admission:
-        used_mb = self.memory.used_mb()
+    def _admission(self, name: str, need_mb: float, limit_mb: float) -> Admission:
         with self._lock:
             entries = list(self._entries.values())
+            jobs_mb = sum(self._jobs_mb.values())
+        used_mb = self.memory.used_mb() + jobs_mb
         figures = [self._figures(e) for e in entries]
-        return admit(figures, name=entry.spec.name, need_mb=need_mb, used_mb=used_mb, limit_mb=limit_mb,
+        return admit(figures, name=name, need_mb=need_mb, used_mb=used_mb, limit_mb=limit_mb,
                      reserved_mb=self.peers.reserved_mb())
 
     def _make_room(self, entry: _Entry, need: _Need) -> None:
         """Evict what admission names (LRU first, asking again after each) until the model fits, or refuse."""
         limit = self.effective_budget_mb - self.margin_mb
-        admission = self._admission(entry, need.mb, limit)
+        admission = self._admission(entry.spec.name, need.mb, limit)
         if admission.fits:
             return
         if admission.outcome is Outcome.EVICT:
             for victim in admission.victims:
                 self._unload(self._entries[victim], reason="evicted")
-                admission = self._admission(entry, need.mb, limit)
+                admission = self._admission(entry.spec.name, need.mb, limit)
                 if admission.fits:
                     return
         self._refuse(entry, need, admission, limit)
