@@ -92,7 +92,20 @@ class Settings(BaseSettings):
 
     # --- Operations -------------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level of the app and Gunicorn.")
-    api_keys: CommaList = Field([], description="Comma list of accepted API keys; empty = inference open, admin endpoints refused.")
+    api_keys: CommaList = Field([], description="Comma list of accepted API keys for inference; empty = inference open.")
+    admin_api_keys: CommaList = Field([], description="Comma list of admin keys (load/unload, the detailed model view; accepted for inference too); empty = admin endpoints refused.")
+    protect_metrics: bool = Field(False, description="Require an API or admin key for /ready and /metrics (open by default so health checks and scrapers need no secret).")
+
+    # --- Limits (hostile clients) ----------------------------------------------------------------
+    rate_limit: str = Field("120/minute;20/second", description="Requests per API key (else per client IP) to inference and admin routes, as flask-limiter limits ('N/second|minute|hour', ';' between); empty = no limit.")
+    redis_url: str = Field("", description="Redis URL for shared rate-limit counters (redis://host:6379/0); empty = in-memory counters per worker.")
+    trusted_proxies: int = Field(0, ge=0, le=8, description="Proxies in front that append to X-Forwarded-For (Render: 1); the client IP is taken that many hops from the right. 0 = ignore the header.")
+    max_queue: int = Field(4, ge=0, le=1024, description="Requests per worker that may wait for a busy model (0..1024); more get 503 model_busy at once. 0 = never wait.")
+    max_json_kb: int = Field(256, ge=1, le=65_536, description="Largest JSON body without audio, KB (bodies carrying base64 audio follow MAX_UPLOAD_MB).")
+    max_json_depth: int = Field(32, ge=2, le=512, description="Deepest nesting of arrays/objects accepted in a JSON body.")
+    max_form_parts: int = Field(16, ge=1, le=1000, description="Most parts accepted in a multipart body.")
+    max_audio_channels: int = Field(8, ge=1, le=256, description="Most channels accepted in uploaded audio (read from its header before decoding).")
+    max_audio_sample_rate: int = Field(192_000, ge=8_000, le=1_000_000, description="Highest sample rate accepted in uploaded audio, Hz (read from its header before decoding).")
     prometheus_multiproc_dir: Path | None = Field(None, description="Folder for prometheus_client's multiprocess files; Gunicorn sets one when unset.")
 
     # --- Jobs (talking-head animation runs as jobs) ---------------------------------------------------
@@ -106,7 +119,7 @@ class Settings(BaseSettings):
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("enabled_models", "preload_models", "api_keys", "ai_voice_labels", mode="before")
+    @field_validator("enabled_models", "preload_models", "api_keys", "admin_api_keys", "ai_voice_labels", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):

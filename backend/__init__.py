@@ -12,8 +12,8 @@ LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the Flask app; models are built later, by the registry, on first use."""
-    from backend import errors
-    from backend.api import analysis, health, metrics, models, tts
+    from backend import auth, errors, limits
+    from backend.api import analysis, docs, health, metrics, models, tts
     from backend.catalog import model_specs
     from backend.memory import metrics as memory_metrics
     from backend.memory import middleware
@@ -27,6 +27,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask(__name__)
     app.config["SETTINGS"] = settings
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_mb * 1024 * 1024
+    app.config["MAX_FORM_PARTS"] = settings.max_form_parts
     app.json.sort_keys = False
 
     registry = ModelRegistry(settings.memory_budget_mb, margin_mb=settings.memory_margin_mb,
@@ -40,8 +41,12 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     errors.init_app(app)
     middleware.init_app(app)
-    for blueprint in (health.bp, models.bp, metrics.bp, tts.bp, analysis.bp):
+    # Each blueprint declares its auth policy (backend.auth.protect); a route without one stops the app here.
+    for blueprint in (health.bp, health.ready_bp, docs.bp, models.bp, models.admin_bp, metrics.bp, tts.bp,
+                      analysis.bp):
         app.register_blueprint(blueprint)
+    auth.check_policies(app)
+    limits.init_app(app)
     return app
 
 

@@ -2,6 +2,8 @@
 
     ApiError (500 internal_error)
     ├── BadRequest (400 bad_request)
+    │   ├── InvalidJson (400 invalid_json)  not JSON, nested too deeply, a lone surrogate
+    │   ├── ValidationFailed (400 invalid_request)  a field breaks the request's schema; names it
     │   ├── InvalidAudio (400 invalid_audio)
     │   ├── UnsupportedFormat (400 unsupported_format)
     │   └── VoiceNotFound (400 voice_not_found)
@@ -10,16 +12,19 @@
     ├── NotFound (404 not_found)
     ├── MethodNotAllowed (405 method_not_allowed)
     ├── Conflict (409 conflict)
-    │   └── ModelBusy (409 model_busy)
+    │   └── ModelInUse (409 model_in_use)  unload asked while requests use it
     ├── PayloadTooLarge (413 payload_too_large)
     ├── UnsupportedMediaType (415 unsupported_media_type)
     ├── UnprocessableEntity (422 unprocessable_entity)
+    ├── RateLimited (429 rate_limited)  sends Retry-After
     └── ServiceUnavailable (503 service_unavailable)
         ├── ModelDisabled (503 model_disabled)
         ├── ModelUnavailable (503 model_unavailable)  weights missing or failed to build
-        └── BudgetExceeded (503 memory_budget_exceeded)  cannot fit, sends Retry-After
+        ├── BudgetExceeded (503 memory_budget_exceeded)  cannot fit, sends Retry-After
+        └── ModelBusy (503 model_busy)  queue full or no slot within QUEUE_TIMEOUT_S, sends Retry-After
 
-Every error, Werkzeug's 404/405/413 included, leaves as `{"error": {"code", "message", ...}}`.
+Every error, Werkzeug's 404/405/413 included, leaves as `{"error": {"code", "message", ...}}`;
+each class has its own code. `from_http_exception` is the one mapping of Werkzeug's errors.
 """
 from __future__ import annotations
 
@@ -48,6 +53,16 @@ class ApiError(Exception):
 
 class BadRequest(ApiError):
     status, code = 400, "bad_request"
+
+
+class InvalidJson(BadRequest):
+    code = "invalid_json"
+
+
+class ValidationFailed(BadRequest):
+    """A request broke its schema: `field` names the first offending field, `errors` lists all."""
+
+    code = "invalid_request"
 
 
 class InvalidAudio(BadRequest):
@@ -82,8 +97,8 @@ class Conflict(ApiError):
     status, code = 409, "conflict"
 
 
-class ModelBusy(Conflict):
-    code = "model_busy"
+class ModelInUse(Conflict):
+    code = "model_in_use"
 
 
 class PayloadTooLarge(ApiError):
@@ -96,6 +111,10 @@ class UnsupportedMediaType(ApiError):
 
 class UnprocessableEntity(ApiError):
     status, code = 422, "unprocessable_entity"
+
+
+class RateLimited(ApiError):
+    status, code = 429, "rate_limited"
 
 
 class ServiceUnavailable(ApiError):
@@ -114,20 +133,35 @@ class BudgetExceeded(ServiceUnavailable):
     code = "memory_budget_exceeded"
 
 
-class ModelSaturated(ServiceUnavailable):
+class ModelBusy(ServiceUnavailable):
     code = "model_busy"
 
 
 _HTTP_ERRORS: dict[int, type[ApiError]] = {
     400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 405: MethodNotAllowed,
     409: Conflict, 413: PayloadTooLarge, 415: UnsupportedMediaType, 422: UnprocessableEntity,
-    503: ServiceUnavailable,
+    429: RateLimited, 503: ServiceUnavailable,
 }
 
 
 def too_large(limit_bytes: int) -> PayloadTooLarge:
     return PayloadTooLarge(f"request body is larger than the {limit_bytes // (1024 * 1024)} MB limit (MAX_UPLOAD_MB)",
                            limit_mb=limit_bytes // (1024 * 1024))
+
+
+def from_http_exception(error: HTTPException, max_content_length: int | None) -> ApiError:
+    """Werkzeug's error as the ApiError of the same status (413 with the configured limit)."""
+    status = error.code or 500
+    if status == 413:
+        return too_large(max_content_length or 0)
+    api_error = _HTTP_ERRORS.get(status, ApiError)(error.description or error.name)
+    api_error.status = status
+    if status == 429 and getattr(error, "retry_after_s", None):  # backend.limits.Breach
+        api_error.headers["Retry-After"] = str(error.retry_after_s)
+        api_error.details["retry_after_s"] = error.retry_after_s
+    if status == 405 and getattr(error, "valid_methods", None):
+        api_error.headers["Allow"] = ", ".join(error.valid_methods)
+    return api_error
 
 
 def error_response(error: ApiError):
@@ -155,17 +189,7 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException):
-        status = error.code or 500
-        if status == 413:
-            return error_response(too_large(app.config.get("MAX_CONTENT_LENGTH") or 0))
-        message = error.description or error.name
-        cls = _HTTP_ERRORS.get(status, ApiError)
-        api_error = cls(message)
-        api_error.status = status
-        response = error_response(api_error)
-        if status == 405 and getattr(error, "valid_methods", None):
-            response.headers["Allow"] = ", ".join(error.valid_methods)
-        return response
+        return error_response(from_http_exception(error, app.config.get("MAX_CONTENT_LENGTH")))
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception):

@@ -23,6 +23,7 @@ import numpy as np
 from flask import Blueprint, Flask, jsonify, request
 
 from backend import create_app as create_real_app
+from backend.auth import Policy, protect
 from backend.errors import BadRequest
 from backend.registry import ModelSpec, fixed_estimate, get_registry
 from config import MODEL_NAMES
@@ -99,7 +100,7 @@ def create_app() -> Flask:
     return app
 
 
-bp = Blueprint("fake", __name__, url_prefix="/fake")
+bp = protect(Blueprint("fake", __name__, url_prefix="/fake"), Policy.INFERENCE)
 
 
 @bp.post("/<name>")

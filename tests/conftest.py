@@ -55,8 +55,9 @@ def make_settings(tmp_path_factory) -> Any:
     state, onnx = tmp_path_factory.mktemp("state"), tmp_path_factory.mktemp("no-exports")
 
     def make(**overrides: Any) -> Settings:
+        # No rate limit unless a test sets one: a test's requests come as fast as the client sends them.
         defaults: dict[str, Any] = {"model_ttl_s": -1, "prometheus_multiproc_dir": None, "state_dir": state,
-                                    "onnx_dir": onnx}
+                                    "onnx_dir": onnx, "rate_limit": ""}
         return build_settings(**{**defaults, **overrides})
     return make
 
@@ -99,7 +100,9 @@ class LiveServer:
         settings_vars = {name.upper() for name in Settings.model_fields}
         full_env = {k: v for k, v in os.environ.items() if k.upper() not in settings_vars}
         self._state = tempfile.TemporaryDirectory(prefix="speech-state-")  # its own measured costs
-        full_env.update({"PORT": str(port), "PYTHONUNBUFFERED": "1", "STATE_DIR": self._state.name}, **env)
+        # No rate limit unless the test sets one (RATE_LIMIT): its requests come as fast as it sends them.
+        full_env.update({"PORT": str(port), "PYTHONUNBUFFERED": "1", "STATE_DIR": self._state.name, "RATE_LIMIT": ""},
+                        **env)
         self.log = ROOT / f".pytest-gunicorn-{port}.log"
         self._log_file = open(self.log, "wb")
         self.proc = subprocess.Popen(

@@ -14,53 +14,59 @@ import logging
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from backend.api import json_object
-from backend.api.schemas.analysis import analysis_options, base64_audio, voice_detection_request
+from backend.api.openapi import Binary, endpoint, read_body
+from backend.api.schemas.analysis import (AiVoiceForm, AiVoiceJson, AnalysisForm, AnalysisJson, AnalysisOptions,
+                                          AnalysisResult, ContractError, ContractResult, Disabled,
+                                          VoiceDetectionBody, base64_audio, merge_options)
 from backend.audio.decode import DecodedAudio, decode_audio
-from backend.auth import require_api_key
-from backend.errors import ApiError, BadRequest, ModelDisabled, error_response, too_large
+from backend.auth import Policy, protect
+from backend.errors import ApiError, BadRequest, ModelDisabled, error_response, from_http_exception
 from backend.registry import get_registry
 
 logger = logging.getLogger(__name__)
 
-bp = Blueprint("analysis", __name__)
+bp = protect(Blueprint("analysis", __name__), Policy.INFERENCE)
 
 CONTRACT_ENDPOINT = "analysis.voice_detection"
+AUDIO_BODY = Binary(("application/octet-stream", "audio/wav", "audio/mpeg", "audio/flac", "audio/ogg"),
+                    "the audio file as the raw body")
+ANSWERS = {200: AnalysisResult, 503: Disabled}
 
 
 # --- routes ------------------------------------------------------------------------------------
 @bp.post("/api/detect-language")
-def detect_language():
-    require_api_key()
+@endpoint(body=AnalysisJson, form=AnalysisForm, raw=AUDIO_BODY, query=AnalysisOptions, responses=ANSWERS,
+          large_json=True)
+def detect_language(body: AnalysisJson | None, form: AnalysisForm | None, query: AnalysisOptions):
+    """Spoken language (Whisper): top-k with probabilities."""
     _enabled_or_raise("language")
-    body = _json_if_any()
-    options = _options(body)
+    options = merge_options(body, form, query)
     audio = _decoded_upload(body)
     result = _detect_language(audio, options)
     return jsonify({"status": "success", **result, "input": audio.describe()})
 
 
 @bp.post("/api/detect-ai-voice")
-def detect_ai_voice():
-    require_api_key()
+@endpoint(body=AiVoiceJson, form=AiVoiceForm, raw=AUDIO_BODY, responses=ANSWERS, large_json=True)
+def detect_ai_voice(body: AiVoiceJson | None, form: AiVoiceForm | None):
+    """AI-generated-voice score and decision (AST classifier)."""
     _enabled_or_raise("ai_voice")
-    body = _json_if_any()
     audio = _decoded_upload(body)
     result = _detect_ai_voice(audio)
     return jsonify({"status": "success", **result, "input": audio.describe()})
 
 
 @bp.post("/api/analyze")
-def analyze():
+@endpoint(body=AnalysisJson, form=AnalysisForm, raw=AUDIO_BODY, query=AnalysisOptions, responses=ANSWERS,
+          large_json=True)
+def analyze(body: AnalysisJson | None, form: AnalysisForm | None, query: AnalysisOptions):
     """Both analyses on one decode; a disabled one answers {"status": "disabled"} in its slot."""
-    require_api_key()
     registry = get_registry()
     if not registry.is_enabled("language") and not registry.is_enabled("ai_voice"):
         raise ModelDisabled("language detection and AI-voice detection are both disabled by configuration")
-    body = _json_if_any()
-    options = _options(body)
+    options = merge_options(body, form, query)
     audio = _decoded_upload(body)
     language = (_detect_language(audio, options) if registry.is_enabled("language")
                 else _disabled_slot("language"))
@@ -69,17 +75,17 @@ def analyze():
 
 
 @bp.post("/api/voice-detection")
-def voice_detection():
+@endpoint(body=VoiceDetectionBody, responses={200: ContractResult, 503: ContractError}, errors=ContractError,
+          large_json=True)
+def voice_detection(body: VoiceDetectionBody):
     """{"language", "audioFormat", "audioBase64"} -> {"status", "language", "classification", "confidenceScore", "explanation"}."""
-    require_api_key()
-    contract = voice_detection_request(json_object())
     _enabled_or_raise("ai_voice")
-    audio = _decode(base64_audio(contract.audio_base64))
+    audio = _decode(base64_audio(body.audioBase64))
     result = _detect_ai_voice(audio)
     synthetic = result["is_ai_generated"]
     confidence = result["score"] if synthetic else 1.0 - result["score"]
     return jsonify({
-        "status": "success", "language": contract.language,
+        "status": "success", "language": body.language,
         "classification": "AI_GENERATED" if synthetic else "HUMAN",
         "confidenceScore": round(confidence, 4),
         "explanation": _explanation(result, synthetic),
@@ -101,18 +107,8 @@ def _analysis_error(error: ApiError):
 
 @bp.errorhandler(HTTPException)
 def _analysis_http_error(error: HTTPException):
-    status = error.code or 500
-    if status == 413:
-        api_error = too_large(current_app.config.get("MAX_CONTENT_LENGTH") or 0)
-        if request.endpoint == CONTRACT_ENDPOINT:
-            return _contract_error(413, api_error.message)
-        return error_response(api_error)
-    if request.endpoint == CONTRACT_ENDPOINT:
-        return _contract_error(status, error.description or error.name)
-    # The generic envelope, with the code backend.errors gives the same status ("Not Found" -> not_found).
-    api_error = ApiError(error.description or error.name)
-    api_error.status, api_error.code = status, error.name.lower().replace(" ", "_")
-    return error_response(api_error)
+    # The one mapping of Werkzeug's errors (backend.errors), then this blueprint's envelopes.
+    return _analysis_error(from_http_exception(error, current_app.config.get("MAX_CONTENT_LENGTH")))
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -144,30 +140,28 @@ def _detect_ai_voice(audio: DecodedAudio) -> dict[str, Any]:
         return pipe({"audio": audio.samples})
 
 
-def _json_if_any() -> dict[str, Any] | None:
-    return json_object() if request.is_json else None
-
-
-def _decoded_upload(body: dict[str, Any] | None) -> DecodedAudio:
+def _decoded_upload(body: AnalysisJson | AiVoiceJson | None) -> DecodedAudio:
     """The request's audio, from JSON base64, a multipart `file` field or the raw body."""
     if body is not None:
-        if "audioBase64" not in body:
-            raise BadRequest("JSON requests carry the audio base64-encoded in 'audioBase64'")
-        return _decode(base64_audio(body["audioBase64"]))
-    if request.mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        return _decode(base64_audio(body.audioBase64))
+    if request.mimetype == "multipart/form-data":
         upload = request.files.get("file")
         if upload is None:
-            raise BadRequest("multipart uploads carry the audio in the field 'file'")
+            raise BadRequest("multipart uploads carry the audio in the field 'file'", field="file")
         return _decode(upload.read())
-    return _decode(request.get_data(cache=False))
+    return _decode(_raw_body())
+
+
+def _raw_body() -> bytes:
+    """The raw body within MAX_UPLOAD_MB, chunked ones included (Werkzeug would cut those silently)."""
+    data = read_body(current_app.config["MAX_CONTENT_LENGTH"])
+    if data is None:
+        raise RequestEntityTooLarge()
+    return data
 
 
 def _decode(data: bytes) -> DecodedAudio:
     return decode_audio(data, max_seconds=current_app.config["SETTINGS"].max_audio_seconds)
-
-
-def _options(body: dict[str, Any] | None) -> dict[str, Any]:
-    return analysis_options(request.args, request.form, body)
 
 
 def _explanation(result: dict[str, Any], synthetic: bool) -> str:

@@ -17,6 +17,9 @@ from collections.abc import Iterator
 from flask import Blueprint, Response, current_app, jsonify
 
 from backend.api import json_object
+from backend.api.openapi import Binary, endpoint
+from backend.api.schemas.common import ErrorEnvelope, OpenObject
+from backend.auth import Policy, protect
 from backend.api.schemas.tts import api_tts_request, installed_voice, openai_speech_request
 from backend.catalog import pipeline_class
 from backend.pipelines.tts.pipeline import SpeechRequest
@@ -26,16 +29,21 @@ from config import Settings
 
 logger = logging.getLogger(__name__)
 
-bp = Blueprint("tts", __name__)
+bp = protect(Blueprint("tts", __name__), Policy.INFERENCE)
+SPEECH_ANSWERS = {200: Binary(("audio/mpeg", "audio/wav", "audio/flac", "audio/ogg", "audio/L16", "audio/aac"),
+                              "the speech, streamed when the text is long"),
+                  503: ErrorEnvelope}
 
 
 @bp.post("/v1/audio/speech")
+@endpoint(responses=SPEECH_ANSWERS)
 def openai_speech():
     """OpenAI's `audio.speech.create`: {model, input, voice, response_format, speed}."""
     return _speak(openai_speech_request(json_object(), current_app.config["SETTINGS"]))
 
 
 @bp.post("/api/tts")
+@endpoint(responses=SPEECH_ANSWERS)
 def api_tts():
     """This service's own shape: {text, voice, speed, format, lang}."""
     return _speak(api_tts_request(json_object(), current_app.config["SETTINGS"]))
@@ -43,6 +51,7 @@ def api_tts():
 
 @bp.get("/api/voices")
 @bp.get("/v1/audio/voices")
+@endpoint(responses={200: OpenObject})
 def voices():
     """Voices on disk for the configured backend, with their language, and the aliases; loads no model."""
     settings = current_app.config["SETTINGS"]

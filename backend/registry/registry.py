@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app
 
-from backend.errors import (ApiError, BudgetExceeded, ModelBusy, ModelDisabled, ModelSaturated, ModelUnavailable,
+from backend.errors import (ApiError, BudgetExceeded, ModelBusy, ModelDisabled, ModelInUse, ModelUnavailable,
                             NotFound)
 from backend.memory import readings
 from backend.pipelines.base import Availability  # the contract's vocabulary; no pipeline is imported
@@ -304,7 +304,7 @@ class ModelRegistry:
         slot = self._slots[name]
         if not slot.acquire(timeout=self.queue_timeout_s):
             self._checkin(entry, served=False)
-            raise ModelSaturated(
+            raise ModelBusy(
                 f"model {name!r} is busy with other requests (it serves {entry.spec.max_concurrency} "
                 f"at a time to bound its memory) and none finished within {self.queue_timeout_s:g} s; retry later",
                 headers={"Retry-After": str(self.retry_after_s)}, model=name)
@@ -622,7 +622,7 @@ class ModelRegistry:
             if entry.state is not ModelState.LOADED:
                 return False
             if entry.in_use:
-                raise ModelBusy(f"model {name!r} is serving {entry.in_use} request(s); retry when idle",
+                raise ModelInUse(f"model {name!r} is serving {entry.in_use} request(s); retry when idle",
                                 model=name, in_use=entry.in_use)
         return self._unload(entry, reason="admin")
 

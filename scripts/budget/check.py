@@ -120,7 +120,11 @@ def server_env(options: CheckOptions, settings: Settings, budget_mb: float, port
         "PYTHONUNBUFFERED": "1",
     })
     if not settings.api_keys:
-        env["API_KEYS"] = api_key  # admin load/unload calls are part of the workload
+        env["API_KEYS"] = api_key
+    if not settings.admin_api_keys:
+        env["ADMIN_API_KEYS"] = api_key  # admin load/unload calls are part of the workload
+    if "RATE_LIMIT" not in options.env:
+        env["RATE_LIMIT"] = ""  # the workload measures memory, not the limiter: it may send faster than a client
     return env
 
 

@@ -52,7 +52,8 @@ def shared_app(whisper_checkpoint, ast_checkpoint, tmp_path_factory):
     app = create_app(build_settings(whisper_model=str(whisper_checkpoint), ai_voice_model=str(ast_checkpoint),
                                     memory_budget_mb=65536, backend="torch", model_ttl_s=-1,
                                     prometheus_multiproc_dir=None, max_audio_seconds=120, max_upload_mb=2,
-                                    api_keys="secret-key", state_dir=tmp_path_factory.mktemp("state")))
+                                    api_keys="secret-key", state_dir=tmp_path_factory.mktemp("state"),
+                                    rate_limit=""))
     app.config["TESTING"] = True
     yield app
     get_registry(app).shutdown()
@@ -221,7 +222,7 @@ def test_request_shape_errors(client, speech_wav) -> None:
     cases = [
         (dict(json={"top_k": 3}), 400, "audioBase64"),
         (dict(json={"audioBase64": "not base64 !!!"}), 400, "base64"),
-        (dict(json={"audioBase64": 12}), 400, "base64"),
+        (dict(json={"audioBase64": 12}), 400, "audioBase64"),
         (dict(data="{broken", content_type="application/json"), 400, "JSON"),
         (dict(data={"upload": (io.BytesIO(speech_wav), "a.wav")}), 400, "'file'"),
         (dict(json={"audioBase64": base64.b64encode(speech_wav).decode(), "top_k": 0}), 400, "top_k"),

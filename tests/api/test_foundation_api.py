@@ -21,7 +21,7 @@ def test_health_touches_no_model(make_app):
 
 def test_ready_says_per_model_what_can_be_served(make_app):
     app = make_app([fake_spec("fake", 5)], enable_ai_voice_detection=False, enabled_models="tts,ai_voice",
-                   api_keys="secret")
+                   admin_api_keys="secret")
     client = app.test_client()
     client.post("/api/models/fake/load", headers=ADMIN)
     response = client.get("/ready")
@@ -67,7 +67,7 @@ def test_ready_is_503_until_pinned_models_are_loaded(make_app):
 
 
 def test_models_list_shows_state_measured_mb_load_time_last_use_and_use_count(make_app):
-    app = make_app([fake_spec("fake", 40)], api_keys="secret")
+    app = make_app([fake_spec("fake", 40)], admin_api_keys="secret")
     client = app.test_client()
     assert client.post("/api/models/fake/load", headers=ADMIN).status_code == 200
     rows = {row["name"]: row for row in client.get("/api/models").json["models"]}
@@ -80,7 +80,7 @@ def test_models_list_shows_state_measured_mb_load_time_last_use_and_use_count(ma
 
 
 def test_load_and_unload_need_an_api_key(make_app):
-    client = make_app([fake_spec("fake", 5)], api_keys="secret").test_client()
+    client = make_app([fake_spec("fake", 5)], admin_api_keys="secret").test_client()
     assert client.post("/api/models/fake/load").status_code == 401
     assert client.post("/api/models/fake/load", headers={"x-api-key": "wrong"}).status_code == 401
     assert client.post("/api/models/fake/load", headers={"Authorization": "Bearer secret"}).status_code == 200
@@ -95,7 +95,7 @@ def test_admin_endpoints_are_refused_when_no_keys_are_configured(make_app):
 
 
 def test_a_model_that_cannot_fit_gets_503_with_retry_after(make_app):
-    app = make_app([fake_spec("big", 300)], api_keys="secret", memory_budget_mb=64, memory_margin_mb=0)
+    app = make_app([fake_spec("big", 300)], admin_api_keys="secret", memory_budget_mb=64, memory_margin_mb=0)
     get_registry(app).budget_mb = budget_above_now(100)
     response = app.test_client().post("/api/models/big/load", headers=ADMIN)
     assert response.status_code == 503
@@ -106,7 +106,7 @@ def test_a_model_that_cannot_fit_gets_503_with_retry_after(make_app):
 
 
 def test_disabled_model_load_is_a_clear_503(make_app):
-    client = make_app(enable_language_detection=False, api_keys="secret").test_client()
+    client = make_app(enable_language_detection=False, admin_api_keys="secret").test_client()
     response = client.post("/api/models/language/load", headers=ADMIN)
     assert response.status_code == 503 and response.json["error"]["code"] == "model_disabled"
 
@@ -123,14 +123,14 @@ def test_errors_are_json_never_html(make_app, method, path, status):
 
 
 def test_an_upload_over_max_upload_mb_gets_413_json(make_app):
-    client = make_app(max_upload_mb=1, api_keys="secret").test_client()
+    client = make_app(max_upload_mb=1, admin_api_keys="secret").test_client()
     response = client.post("/api/models/tts/load", data=b"x" * (2 * 1024 * 1024), headers=ADMIN)
     assert response.status_code == 413 and response.json["error"]["code"] == "payload_too_large"
     assert "MAX_UPLOAD_MB" in response.json["error"]["message"]
 
 
 def test_metrics_expose_memory_budget_models_and_latency(make_app):
-    app = make_app([fake_spec("fake", 20)], api_keys="secret")
+    app = make_app([fake_spec("fake", 20)], admin_api_keys="secret")
     client = app.test_client()
     client.post("/api/models/fake/load", headers=ADMIN)
     client.get("/health").close()  # the request is measured when its response closes

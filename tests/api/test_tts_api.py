@@ -23,7 +23,7 @@ def app(kokoro_checkpoint, tmp_path_factory):
     app = create_app(build_settings(backend="torch", kokoro_model_dir=kokoro_checkpoint, memory_budget_mb=16384,
                                     model_ttl_s=-1, state_dir=tmp_path_factory.mktemp("state"),
                                     inference_threads=1,
-                                    prometheus_multiproc_dir=None, max_text_chars=2000))
+                                    prometheus_multiproc_dir=None, max_text_chars=2000, rate_limit=""))
     app.config["TESTING"] = True
     yield app
     get_registry(app).shutdown()
@@ -154,7 +154,7 @@ def test_unknown_voice_lists_the_available_ones(client) -> None:
 def test_wrong_content_type_and_broken_json(client) -> None:
     assert client.post("/api/tts", data="hello", content_type="text/plain").status_code == 415
     broken = client.post("/v1/audio/speech", data="{not json", content_type="application/json")
-    assert broken.status_code == 400 and broken.get_json()["error"]["code"] == "bad_request"
+    assert broken.status_code == 400 and broken.get_json()["error"]["code"] == "invalid_json"
 
 
 def test_offline_without_weights_is_a_503_and_the_app_stays_up(make_app, tmp_path, monkeypatch) -> None:

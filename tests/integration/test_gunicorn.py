@@ -33,7 +33,7 @@ def test_two_workers_with_preload(live_server):
 
 
 def test_errors_from_gunicorn_are_json(live_server):
-    server = live_server({"MAX_UPLOAD_MB": "1", "API_KEYS": "k"})
+    server = live_server({"MAX_UPLOAD_MB": "1", "ADMIN_API_KEYS": "k"})
     response = requests.post(server.url + "/api/models/tts/load", data=b"x" * (3 * 1024 * 1024),
                              headers={"x-api-key": "k"}, timeout=10)
     assert response.status_code == 413 and response.json()["error"]["code"] == "payload_too_large"

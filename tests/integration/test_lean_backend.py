@@ -108,7 +108,7 @@ def onnx_root(tmp_path_factory) -> Path:
 def served(onnx_root, tmp_path_factory) -> dict:
     settings_vars = {name.upper() for name in Settings.model_fields}
     env = {k: v for k, v in os.environ.items() if k.upper() not in settings_vars}
-    env.update(BACKEND="onnx", ONNX_DIR=str(onnx_root), API_KEYS=API_KEY, MODEL_TTL_S="-1", LOG_LEVEL="WARNING",
+    env.update(BACKEND="onnx", ONNX_DIR=str(onnx_root), API_KEYS=API_KEY, ADMIN_API_KEYS=API_KEY, MODEL_TTL_S="-1", LOG_LEVEL="WARNING",
                MEMORY_BUDGET_MB="4096", INFERENCE_THREADS="2", STATE_DIR=str(tmp_path_factory.mktemp("state")))
     out = subprocess.run([sys.executable, "-c", DRIVER, API_KEY], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=300)

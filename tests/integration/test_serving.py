@@ -85,7 +85,7 @@ def test_a_worker_holding_memory_it_cannot_give_back_is_replaced(live_server) ->
     fresh one, so the worker asks Gunicorn for a replacement, the request gets a short Retry-After, and the
     fresh worker serves it."""
     server = live_server({"FAKE_MODELS_MB": "tts=160:160:leak", "MEMORY_BUDGET_MB": "300", "MEMORY_MARGIN_MB": "0",
-                          "API_KEYS": ADMIN_KEY}, app="tests.budget_app:create_app()")
+                          "ADMIN_API_KEYS": ADMIN_KEY}, app="tests.budget_app:create_app()")
     first = requests.post(server.url + "/fake/tts", json={}, timeout=30)
     assert first.status_code == 200
     unloaded = requests.delete(server.url + "/api/models/tts", headers={"x-api-key": ADMIN_KEY}, timeout=30)

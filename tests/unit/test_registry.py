@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from backend.errors import BudgetExceeded, ModelBusy, ModelDisabled, ModelSaturated, ModelUnavailable, NotFound
+from backend.errors import BudgetExceeded, ModelBusy, ModelDisabled, ModelInUse, ModelUnavailable, NotFound
 from backend.memory import readings
 from backend.registry import ModelState
 from tests.conftest import BrokenPipeline, FakeHeapPipeline, FakePipeline, fake_spec
@@ -212,7 +212,7 @@ def test_ttl_minus_one_never_unloads(registry_factory):
 def test_unload_refuses_a_model_in_use(registry_factory):
     registry = registry_factory([fake_spec("a", 10)])
     with registry.acquire("a"):
-        with pytest.raises(ModelBusy):
+        with pytest.raises(ModelInUse):
             registry.unload("a")
     assert registry.unload("a") is True
     assert registry.unload("a") is False
@@ -244,7 +244,7 @@ def test_a_model_serves_one_request_at_a_time_and_a_long_wait_is_a_503(registry_
     order: list[str] = []
     with registry.acquire("tts"):
         waiter = threading.Thread(target=lambda: registry.acquire("tts").__enter__() and order.append("second"))
-        with pytest.raises(ModelSaturated) as caught:
+        with pytest.raises(ModelBusy) as caught:
             with registry.acquire("tts"):
                 pass
         assert caught.value.status == 503 and caught.value.headers["Retry-After"]

@@ -1,68 +1,147 @@
 """What a valid voice-analysis request is: its options, base64 audio, and the /api/voice-detection body.
 
-The audio itself is checked by backend.audio.decode (container, length, NaN) before the registry
-is asked for a model, and so is the syntax of the options; the pipelines' preprocess checks what
-needs the model (analysable audio, allowed_languages it knows).
+Options come from the JSON body, else the multipart form, else the query string (`merge_options`).
+The audio itself is checked by backend.audio.decode (header bounds, container, length, NaN)
+before the registry is asked for a model; the pipelines' preprocess checks what needs the model
+(analysable audio, allowed_languages it knows).
 """
 from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 from backend.errors import BadRequest
-from backend.pipelines.language.detector import parse_allowed, parse_top_k
 
 CONTRACT_FORMATS = ("mp3", "wav", "flac", "ogg", "opus")
+MAX_LANGUAGES = 200
+MAX_TOP_K = 10_000
 
 
-@dataclass(frozen=True)
-class VoiceDetectionRequest:
-    """The /api/voice-detection body, its fields checked; the audio is decoded only once the model is enabled."""
+def _comma_list(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item for item in value.split(",")]
+    return value
 
+
+def _language_codes(value: list[str] | None) -> list[str] | None:
+    if value is None:
+        return None
+    codes = list(dict.fromkeys(item.strip().lower().removeprefix("<|").removesuffix("|>")
+                               for item in value if item.strip()))
+    return codes or None
+
+
+LanguageCodes = Annotated[list[Annotated[str, StringConstraints(max_length=32)]] | None,
+                          BeforeValidator(_comma_list), Field(max_length=MAX_LANGUAGES)]
+
+
+class AnalysisOptions(BaseModel):
+    """Language-detection options, from the query string, form fields or the JSON body."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    top_k: int | None = Field(None, ge=1, le=MAX_TOP_K, validation_alias=AliasChoices("top_k", "topK"),
+                              description="how many languages to list (default 5; more than the model knows lists all)")
+    allowed_languages: LanguageCodes = Field(
+        None, validation_alias=AliasChoices("allowed_languages", "allowedLanguages"),
+        description="only these language codes, renormalised (a list, or a comma-separated string)")
+
+    def as_request(self) -> dict[str, Any]:
+        return {"top_k": self.top_k, "allowed_languages": _language_codes(self.allowed_languages)}
+
+
+class AnalysisJson(AnalysisOptions):
+    """Audio as base64 in JSON (a data: URL prefix is accepted), with the options."""
+
+    audioBase64: str = Field(min_length=1, description="the audio file (wav, flac, ogg, opus, mp3), base64-encoded")
+
+
+class AnalysisForm(AnalysisOptions):
+    """A multipart upload: the audio in the field `file`, options as fields."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, json_schema_extra={"required": ["file"]})
+
+    file: Any = Field(None, json_schema_extra={"type": "string", "format": "binary"}, description="the audio file")
+
+
+class AiVoiceJson(BaseModel):
+    """Audio as base64 in JSON (a data: URL prefix is accepted)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    audioBase64: str = Field(min_length=1, description="the audio file (wav, flac, ogg, opus, mp3), base64-encoded")
+
+
+class AiVoiceForm(BaseModel):
+    """A multipart upload: the audio in the field `file`."""
+
+    model_config = ConfigDict(extra="ignore", json_schema_extra={"required": ["file"]})
+
+    file: Any = Field(None, json_schema_extra={"type": "string", "format": "binary"}, description="the audio file")
+
+
+class VoiceDetectionBody(BaseModel):
+    """The /api/voice-detection body."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    language: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)] = Field(
+        description='the language spoken in the audio, e.g. "English"')
+    audioFormat: Annotated[Literal[CONTRACT_FORMATS], BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v)]
+    audioBase64: str = Field(min_length=1, description="the audio file, base64-encoded")
+
+
+class ContractError(BaseModel):
+    """/api/voice-detection's own error envelope."""
+
+    status: Literal["error"]
+    message: str
+
+
+class ContractResult(BaseModel):
+    """/api/voice-detection's answer."""
+
+    status: Literal["success"]
     language: str
-    audio_format: str
-    audio_base64: Any
+    classification: Literal["AI_GENERATED", "HUMAN"]
+    confidenceScore: float
+    explanation: str
 
 
-def voice_detection_request(body: Mapping[str, Any]) -> VoiceDetectionRequest:
-    """{"language", "audioFormat", "audioBase64"}, each present and of the accepted kind."""
-    language = body.get("language")
-    if not isinstance(language, str) or not language.strip():
-        raise BadRequest("'language' is required: the language spoken in the audio, e.g. \"English\"")
-    audio_format = body.get("audioFormat")
-    if not isinstance(audio_format, str) or audio_format.lower() not in CONTRACT_FORMATS:
-        raise BadRequest(f"'audioFormat' must be one of {', '.join(CONTRACT_FORMATS)}, got {audio_format!r}")
-    if "audioBase64" not in body:
-        raise BadRequest("'audioBase64' is required: the audio file, base64-encoded")
-    return VoiceDetectionRequest(language=language.strip(), audio_format=audio_format.lower(),
-                                 audio_base64=body["audioBase64"])
+class AnalysisResult(BaseModel):
+    """The analysis, and what was decoded (`input`)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    status: str
+    input: dict[str, Any]
 
 
-def base64_audio(value: Any) -> bytes:
+class Disabled(BaseModel):
+    """The analysis is disabled by configuration, or its model cannot be served now."""
+
+    model_config = ConfigDict(extra="allow")
+
+    error: dict[str, Any]
+
+
+def merge_options(*sources: AnalysisOptions | None) -> dict[str, Any]:
+    """Each option from the first source that sets it (JSON body, then form, then query)."""
+    merged = AnalysisOptions()
+    for source in reversed([s for s in sources if s is not None]):
+        merged = merged.model_copy(update=source.model_dump(exclude_unset=True))
+    return merged.as_request()
+
+
+def base64_audio(value: str) -> bytes:
     """The bytes of a base64 string (a data: URL prefix is accepted); 400 for anything else."""
-    if not isinstance(value, str) or not value.strip():
-        raise BadRequest("'audioBase64' must be a non-empty base64 string")
     text = value.strip()
     if text.startswith("data:"):
         text = text.partition(",")[2]
     try:
         return base64.b64decode("".join(text.split()), validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise BadRequest(f"'audioBase64' is not valid base64: {exc}") from exc
-
-
-def analysis_options(query: Mapping[str, Any], form: Mapping[str, Any], body: Mapping[str, Any] | None) -> dict[str, Any]:
-    """top_k and allowed_languages from the JSON body, else form fields, else the query string; 400 on bad syntax.
-
-    Whether the model knows the languages is checked by the language pipeline.
-    """
-    source: dict[str, Any] = dict(query)
-    source.update(form)
-    if body is not None:
-        source.update(body)
-    top_k: Any = source.get("top_k", source.get("topK"))
-    allowed: Any = source.get("allowed_languages", source.get("allowedLanguages"))
-    return {"top_k": parse_top_k(top_k), "allowed_languages": parse_allowed(allowed)}
+        raise BadRequest(f"'audioBase64' is not valid base64: {exc}", field="audioBase64") from exc
