@@ -70,7 +70,8 @@ def child_options(arena: bool, pattern: bool, threads: int, level: str, prepack:
     start = time.perf_counter()
     if level == "factory":  # includes the fixed glibc mmap threshold
         session = make_session(kokoro_ja_model(), build_settings(onnx_cpu_arena=arena, onnx_mem_pattern=pattern,
-                                                                   inference_threads=threads))
+                                                                   inference_threads=threads),
+                               fixed_shapes=pattern)  # the experiment: patterns on Kokoro, which the server never does
     else:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads

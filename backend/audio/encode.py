@@ -1,12 +1,15 @@
-"""float32 mono samples -> wav, flac, mp3, opus, pcm bytes, whole or as a stream of chunks.
+"""float32 mono samples -> wav, flac, mp3, opus, aac, pcm bytes, whole or as a stream of chunks.
 
 libsndfile (through soundfile) encodes flac, mp3 and ogg/opus; wav and pcm are written here so
 a streamed WAV can carry "unknown length" sizes (0xFFFFFFFF, as ffmpeg and OpenAI stream it).
-libsndfile has no AAC encoder, so `aac` is refused with a 400 that names the formats this build
-can write.
+libsndfile has no AAC encoder: `aac` is FFmpeg's native AAC-LC encoder through PyAV, in ADTS
+framing (every frame carries its own header, so a stream can be played from any point and
+needs no trailer or seek-back). PyAV is imported on the first aac request only (~35 MB); without
+it installed, `aac` is refused with a 400 that names the formats this build can write.
 """
 from __future__ import annotations
 
+import importlib.util
 import io
 import struct
 import tempfile
@@ -28,9 +31,12 @@ CONTENT_TYPES = {
     "mp3": "audio/mpeg", "opus": "audio/ogg; codecs=opus", "flac": "audio/flac",
     "wav": "audio/wav", "pcm": "audio/L16", "aac": "audio/aac",
 }
-SUPPORTED_FORMATS = tuple(_SNDFILE)
+# format -> (PyAV container, codec, bit rate in bit/s): encoded by FFmpeg through PyAV
+_PYAV = {"aac": ("adts", "aac", 64_000)}
+_PYAV_INSTALLED = importlib.util.find_spec("av") is not None
+SUPPORTED_FORMATS = tuple(_SNDFILE) + (tuple(_PYAV) if _PYAV_INSTALLED else ())
 # Formats clients may ask for (OpenAI's list) that this build cannot write, and why.
-UNAVAILABLE_FORMATS = {"aac": "libsndfile has no AAC encoder"}
+UNAVAILABLE_FORMATS = {} if _PYAV_INSTALLED else {"aac": "PyAV (the av package) is not installed"}
 _UNKNOWN_SIZE = 0xFFFFFFFF
 # Formats sent only once complete (their header needs the total length); see encode_stream.
 WHOLE_FILE_FORMATS = ("flac",)
@@ -43,7 +49,7 @@ _STREAM_OPTIONS = {"mp3": {"compression_level": 0.5, "bitrate_mode": "CONSTANT"}
 def check_format(fmt: str) -> str:
     """The normalised format name, or UnsupportedFormat naming what this build can encode."""
     name = str(fmt).strip().lower()
-    if name in _SNDFILE:
+    if name in SUPPORTED_FORMATS:
         return name
     supported = ", ".join(SUPPORTED_FORMATS)
     if name in UNAVAILABLE_FORMATS:
@@ -156,6 +162,36 @@ def _drop_tag_frame(data: bytes) -> bytes:
     return data[length:]
 
 
+class _AvStream:
+    """One PyAV output (container + audio stream) writing into a _TailBuffer; mono float32 in."""
+
+    def __init__(self, fmt: str, sample_rate: int) -> None:
+        import av
+
+        container, codec, bit_rate = _PYAV[fmt]
+        self.sink = _TailBuffer()
+        self._rate = sample_rate
+        self._output = av.open(self.sink, mode="w", format=container)
+        self._stream = self._output.add_stream(codec, rate=sample_rate, layout="mono")
+        self._stream.bit_rate = bit_rate
+        self._frame = av.AudioFrame
+
+    def write(self, samples: np.ndarray) -> None:
+        if samples.size == 0:
+            return
+        frame = self._frame.from_ndarray(np.clip(samples, -1.0, 1.0).reshape(1, -1), format="fltp", layout="mono")
+        frame.sample_rate = self._rate
+        for packet in self._stream.encode(frame):  # PyAV re-chunks into the codec's 1024-sample frames
+            self._output.mux(packet)
+
+    def close(self) -> None:
+        if self._output is not None:
+            for packet in self._stream.encode(None):  # flush the encoder's look-ahead
+                self._output.mux(packet)
+            self._output.close()
+            self._output = None
+
+
 class StreamEncoder:
     """Encode a sequence of sample blocks into one stream of bytes, block by block."""
 
@@ -165,7 +201,10 @@ class StreamEncoder:
         self._started = False
         self._file = None
         self._sink: _TailBuffer | None = None
-        if _SNDFILE[self.format] is not None:
+        if self.format in _PYAV:
+            self._file = _AvStream(self.format, sample_rate)
+            self._sink = self._file.sink
+        elif _SNDFILE[self.format] is not None:
             import soundfile
 
             major, subtype = _SNDFILE[self.format]  # type: ignore[misc]
@@ -250,6 +289,8 @@ def _spooled(blocks: Iterable[np.ndarray], fmt: str, sample_rate: int) -> Iterat
 def encode(samples: np.ndarray, fmt: str, sample_rate: int) -> bytes:
     """The whole clip in one container with exact sizes in its header."""
     fmt = check_format(fmt)
+    if fmt in _PYAV:  # ADTS has no header to finish: the stream is the file
+        return b"".join(encode_stream([samples], fmt, sample_rate))
     if fmt == "wav":
         pcm = _pcm16(samples)
         return _wav_header(sample_rate, len(pcm)) + pcm

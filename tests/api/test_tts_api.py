@@ -15,7 +15,7 @@ from backend.registry import get_registry
 from config import build_settings
 from tests.conftest import ROOT
 
-TWO_SENTENCES = "Hello there. And then a second sentence."  # the first sentence is always its own piece
+TWO_SENTENCES = "Hello there. [pause:0.3s] And then a second sentence."  # an explicit pause always splits pieces
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +84,19 @@ def test_openai_endpoint_formats(client, fmt, container) -> None:
     assert response.headers["X-Voice"] == "af_heart" and response.headers["X-Voice-Requested"] == "alloy"
 
 
+def test_aac_is_served_as_adts(client) -> None:
+    import av
+
+    response = client.post("/v1/audio/speech", json={"model": "tts-1", "input": "Good morning.", "voice": "alloy",
+                                                     "response_format": "aac"})
+    assert response.status_code == 200, response.get_json()
+    assert response.mimetype == "audio/aac" and response.data[:2] in (b"\xff\xf1", b"\xff\xf9")
+    with av.open(io.BytesIO(response.data), format="adts") as container:
+        stream = container.streams.audio[0]
+        samples = sum(frame.samples for frame in container.decode(stream))
+        assert stream.sample_rate == 24000 and samples > 0.1 * 24000
+
+
 def test_pcm_is_raw_16_bit(client) -> None:
     wav = client.post("/api/tts", json={"text": "Hi.", "format": "wav", "voice": "am_adam"})
     pcm = client.post("/api/tts", json={"text": "Hi.", "format": "pcm", "voice": "am_adam"})
@@ -103,7 +116,7 @@ def test_long_text_streams_piece_by_piece(app, client, monkeypatch) -> None:
         pass
     calls: list[int] = []
     original = pipe._synthesize
-    monkeypatch.setattr(pipe, "_synthesize", lambda ids, *a: calls.append(len(ids)) or original(ids, *a))
+    monkeypatch.setattr(pipe, "_synthesize", lambda ids, *a, **k: calls.append(len(ids)) or original(ids, *a, **k))
     response = client.post("/api/tts", json={"text": TWO_SENTENCES, "format": "wav"}, buffered=False)
     assert response.status_code == 200 and response.is_streamed and "Content-Length" not in response.headers
     chunks = iter(response.response)
@@ -129,13 +142,15 @@ def test_long_text_streams_piece_by_piece(app, client, monkeypatch) -> None:
     ("/api/tts", {"text": "hi", "speed": 0.1}, 400, "bad_request"),
     ("/api/tts", {"text": "hi", "speed": 4.01}, 400, "bad_request"),
     ("/api/tts", {"text": "hi", "format": "aiff"}, 400, "unsupported_format"),
-    ("/api/tts", {"text": "hi", "format": "aac"}, 400, "unsupported_format"),
+    ("/api/tts", {"text": "hi", "normalize": "no"}, 400, "bad_request"),
+    ("/api/tts", {"text": "hi", "input_type": "ssml"}, 400, "bad_request"),
+    ("/api/tts", {"text": "hi [pause:60s]"}, 400, "bad_request"),
     ("/api/tts", {"voice": "af_heart"}, 400, "bad_request"),
     ("/api/tts", {"text": "hi", "colour": "blue"}, 400, "bad_request"),
     ("/api/tts", ["not", "an", "object"], 400, "bad_request"),
     ("/v1/audio/speech", {"model": "tts-1", "input": "", "voice": "alloy"}, 400, "bad_request"),
     ("/v1/audio/speech", {"model": "tts-1", "input": "hi", "voice": "af_x/../y"}, 400, "voice_not_found"),
-    ("/v1/audio/speech", {"model": "tts-1", "input": "hi", "response_format": "aac"}, 400, "unsupported_format"),
+    ("/v1/audio/speech", {"model": "tts-1", "input": "hi", "response_format": "aiff"}, 400, "unsupported_format"),
     ("/v1/audio/speech", {"model": "tts-1", "input": "hi", "speed": 9}, 400, "bad_request"),
     ("/v1/audio/speech", {"model": "tts-1", "input": "hi", "stream_format": "sse"}, 400, "bad_request"),
 ])
@@ -185,3 +200,22 @@ def test_misaki_g2p_without_spacy_model_is_a_503(make_app, kokoro_checkpoint, mo
                       inference_threads=1).test_client()
     response = client.post("/api/tts", json={"text": "hi"})
     assert response.status_code == 503 and "en_core_web_sm" in response.get_json()["error"]["message"]
+
+
+def test_phoneme_input_bypasses_g2p_and_unknown_symbols_are_a_400(client) -> None:
+    ok = client.post("/api/tts", json={"text": "həlˈO wˈɜɹld.", "input_type": "phonemes", "format": "wav"})
+    assert ok.status_code == 200, ok.get_json()
+    bad = client.post("/api/tts", json={"text": "həlˈO ☃.", "input_type": "phonemes", "format": "wav"})
+    assert bad.status_code == 400 and "☃" in bad.get_json()["error"]["message"]
+    override = client.post("/api/tts", json={"text": "I am [Kokoro](/k☃/).", "format": "wav"})
+    assert override.status_code == 400 and "[Kokoro]" in override.get_json()["error"]["message"]
+
+
+def test_an_inline_pause_is_silence_of_that_length(client) -> None:
+    def seconds(text: str) -> float:
+        response = client.post("/api/tts", json={"text": text, "format": "pcm", "voice": "am_adam"})
+        assert response.status_code == 200, response.get_json()
+        return len(response.data) / 2 / 24000
+
+    plain, paused = seconds("Yes. No."), seconds("Yes. [pause:1.5s] No.")
+    assert 1.2 < paused - plain < 1.8  # the pause replaces the 0.45 s sentence gap (random-weight model: loose)

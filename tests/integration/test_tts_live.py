@@ -22,7 +22,7 @@ def test_openai_client_gets_playable_audio(live_server, kokoro_checkpoint) -> No
 
     # Several pieces arrive as a chunked stream; the client reads it as it comes.
     with client.audio.speech.with_streaming_response.create(
-            model="tts-1", voice="af_bella(1)+am_adam(1)", input="One. Two words.", response_format="mp3") as response:
+            model="tts-1", voice="af_bella(1)+am_adam(1)", input="One. [pause:0.2s] Two words.", response_format="mp3") as response:
         assert response.headers.get("transfer-encoding") == "chunked"
         chunks = list(response.iter_bytes())
     audio, rate = soundfile.read(io.BytesIO(b"".join(chunks)), dtype="float32")

@@ -10,7 +10,12 @@ ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
 from backend.errors import ModelUnavailable  # noqa: E402
-from backend.pipelines.onnx_session import exported_model_or_unavailable, make_session, set_malloc_mmap_threshold  # noqa: E402
+from backend.pipelines.onnx_session import (  # noqa: E402
+    exported_model_or_unavailable,
+    make_run_options,
+    make_session,
+    set_malloc_mmap_threshold,
+)
 
 
 @pytest.fixture
@@ -29,15 +34,27 @@ def tiny_model(tmp_path):
     return path
 
 
-@pytest.mark.parametrize("arena,pattern,threads", [(False, False, 1), (True, True, 2)])
-def test_session_options_follow_settings(tiny_model, make_settings, arena, pattern, threads) -> None:
-    session = make_session(tiny_model, make_settings(onnx_cpu_arena=arena, onnx_mem_pattern=pattern,
-                                                     inference_threads=threads))
+@pytest.mark.parametrize("arena,pattern,fixed,threads", [(False, False, True, 1), (True, True, True, 2),
+                                                        (True, True, False, 1)])
+def test_session_options_follow_settings(tiny_model, make_settings, arena, pattern, fixed, threads) -> None:
+    settings = make_settings(onnx_cpu_arena=arena, onnx_mem_pattern=pattern, inference_threads=threads)
+    session = make_session(tiny_model, settings, fixed_shapes=fixed)
     options = session.get_session_options()
-    assert (options.enable_cpu_mem_arena, options.enable_mem_pattern, options.intra_op_num_threads) == (arena, pattern, threads)
+    assert (options.enable_cpu_mem_arena, options.enable_mem_pattern, options.intra_op_num_threads) == \
+        (arena, pattern and fixed, threads)  # memory patterns only where shapes are fixed
     assert options.inter_op_num_threads == 1
     x = np.ones((2, 4), dtype=np.float32)
-    np.testing.assert_array_equal(session.run(None, {"x": x})[0], x @ np.arange(12, dtype=np.float32).reshape(4, 3))
+    expected = x @ np.arange(12, dtype=np.float32).reshape(4, 3)
+    np.testing.assert_array_equal(session.run(None, {"x": x}, make_run_options(settings))[0], expected)
+
+
+@pytest.mark.parametrize("arena,shrink,expected", [(True, "request", True), (True, "run", True), (True, "off", False),
+                                                   (False, "request", False)])
+def test_run_options_shrink_the_arena_only_when_there_is_one(make_settings, arena, shrink, expected) -> None:
+    options = make_run_options(make_settings(onnx_cpu_arena=arena, onnx_arena_shrink=shrink))
+    assert (options is not None) == expected
+    if options is not None:
+        assert options.get_run_config_entry("memory.enable_memory_arena_shrinkage") == "cpu:0"
 
 
 def test_malloc_threshold_is_set_only_when_asked() -> None:

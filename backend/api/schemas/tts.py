@@ -5,7 +5,10 @@ has something to say), speed, format (backend.audio.encode.check_format), voice 
 (backend.pipelines.tts.voices.parse_voice), language, and, given the voice names on disk, that the
 voice is installed: OpenAI's names map through VOICE_ALIASES (to the default voice when the mapped
 one is not installed). A bad request is refused before the registry is asked for anything. OpenAI's
-`instructions` is accepted and ignored (Kokoro has no style prompt).
+`instructions` is accepted and ignored (Kokoro has no style prompt). `normalize` and `input_type`
+(and `lang` on /v1/audio/speech) extend OpenAI's body, as Kokoro-FastAPI's normalization options do;
+inline controls in the text (`[pause:0.5s]`, `[word](/phonemes/)`) are checked by the pipeline's
+preprocess, which needs the model's phoneme vocabulary.
 """
 from __future__ import annotations
 
@@ -18,13 +21,14 @@ import numpy as np
 from backend.audio.encode import check_format
 from backend.errors import BadRequest
 from backend.pipelines.tts.g2p import language_code
-from backend.pipelines.tts.pipeline import SpeechRequest
+from backend.pipelines.tts.pipeline import INPUT_TYPES, SpeechRequest
 from backend.pipelines.tts.voices import installed_mix, parse_voice, pick_default
 from config import Settings
 
 SPEED_MIN, SPEED_MAX = 0.25, 4.0
-OPENAI_FIELDS = frozenset({"model", "input", "voice", "response_format", "speed", "instructions", "stream_format"})
-API_FIELDS = frozenset({"text", "voice", "speed", "format", "lang"})
+OPENAI_FIELDS = frozenset({"model", "input", "voice", "response_format", "speed", "instructions", "stream_format",
+                           "lang", "normalize", "input_type"})
+API_FIELDS = frozenset({"text", "voice", "speed", "format", "lang", "normalize", "input_type"})
 
 
 def openai_speech_request(body: dict[str, Any], settings: Settings) -> SpeechRequest:
@@ -40,7 +44,8 @@ def openai_speech_request(body: dict[str, Any], settings: Settings) -> SpeechReq
         raise BadRequest("only stream_format 'audio' is served (long text is streamed as chunked audio); "
                          "'sse' is not", field="stream_format")
     return validate_request(settings, text=body["input"], voice=body.get("voice"), speed=body.get("speed", 1.0),
-                            fmt=body.get("response_format", "mp3"))
+                            fmt=body.get("response_format", "mp3"), lang=body.get("lang"),
+                            normalize=body.get("normalize", True), input_type=body.get("input_type", "text"))
 
 
 def api_tts_request(body: dict[str, Any], settings: Settings) -> SpeechRequest:
@@ -49,11 +54,13 @@ def api_tts_request(body: dict[str, Any], settings: Settings) -> SpeechRequest:
     if "text" not in body:
         raise BadRequest("missing field 'text'", field="text")
     return validate_request(settings, text=body["text"], voice=body.get("voice"), speed=body.get("speed", 1.0),
-                            fmt=body.get("format", "wav"), lang=body.get("lang"))
+                            fmt=body.get("format", "wav"), lang=body.get("lang"),
+                            normalize=body.get("normalize", True), input_type=body.get("input_type", "text"))
 
 
 def validate_request(settings: Settings, *, text: Any, voice: Any = None, speed: Any = 1.0,
-                     fmt: Any = "mp3", lang: Any = None) -> SpeechRequest:
+                     fmt: Any = "mp3", lang: Any = None, normalize: Any = True,
+                     input_type: Any = "text") -> SpeechRequest:
     """Everything about a request that can be checked without the model's files; raises 4xx ApiErrors."""
     if not isinstance(text, str):
         raise BadRequest("text must be a string", field="input")
@@ -79,7 +86,12 @@ def validate_request(settings: Settings, *, text: Any, voice: Any = None, speed:
         if not isinstance(lang, str):
             raise BadRequest("lang must be a string", field="lang")
         lang_code = language_code(lang)
-    return SpeechRequest(text=text, voice=mix, speed=float(speed), format=fmt, lang=lang_code)
+    if not isinstance(normalize, bool):
+        raise BadRequest("normalize must be true or false", field="normalize")
+    if input_type not in INPUT_TYPES:
+        raise BadRequest(f"input_type must be one of: {', '.join(INPUT_TYPES)}", field="input_type")
+    return SpeechRequest(text=text, voice=mix, speed=float(speed), format=fmt, lang=lang_code, normalize=normalize,
+                         input_type=input_type)
 
 
 def installed_voice(request: SpeechRequest, settings: Settings, installed: Collection[str]) -> SpeechRequest:

@@ -12,7 +12,12 @@ import numpy as np
 
 from backend.audio.features import ast_fbank
 from backend.pipelines.ai_voice.detector import AIVoiceDetector
-from backend.pipelines.onnx_session import exported_availability, exported_model_or_unavailable, make_session
+from backend.pipelines.onnx_session import (
+    exported_availability,
+    exported_model_or_unavailable,
+    make_run_options,
+    make_session,
+)
 
 
 class ASTOnnxPipeline(AIVoiceDetector):
@@ -28,7 +33,8 @@ class ASTOnnxPipeline(AIVoiceDetector):
         params = meta["features"]
         self.configure({int(k): v for k, v in meta["id2label"].items()}, max_length=int(params["max_length"]),
                        problem_type=meta.get("problem_type"))
-        self.session = make_session(path, self.settings)
+        self.session = make_session(path, self.settings, fixed_shapes=True)
+        self._run_options = make_run_options(self.settings)
         self.model_id = str(meta.get("source", self.model_id))
         self.precision = str(meta.get("precision", "fp32"))
         self.feature_params = params
@@ -40,7 +46,8 @@ class ASTOnnxPipeline(AIVoiceDetector):
                          mean=float(p["mean"]), std=float(p["std"]))
 
     def logits(self, features: np.ndarray) -> np.ndarray:
-        return self.session.run([self.output_name], {self.input_name: features[None].astype(np.float32)})[0][0]
+        return self.session.run([self.output_name], {self.input_name: features[None].astype(np.float32)},
+                                self._run_options)[0][0]
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "precision": getattr(self, "precision", None)}

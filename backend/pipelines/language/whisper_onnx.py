@@ -12,7 +12,12 @@ import numpy as np
 
 from backend.audio.features import whisper_log_mel
 from backend.pipelines.language.detector import LanguageDetector
-from backend.pipelines.onnx_session import exported_availability, exported_model_or_unavailable, make_session
+from backend.pipelines.onnx_session import (
+    exported_availability,
+    exported_model_or_unavailable,
+    make_run_options,
+    make_session,
+)
 
 
 class WhisperOnnxPipeline(LanguageDetector):
@@ -25,7 +30,8 @@ class WhisperOnnxPipeline(LanguageDetector):
 
     def load(self) -> None:
         path, meta = exported_model_or_unavailable(self.settings, "whisper", self.name)
-        self.session = make_session(path, self.settings)
+        self.session = make_session(path, self.settings, fixed_shapes=True)
+        self._run_options = make_run_options(self.settings)
         self.languages = list(meta["languages"])
         self.model_id = str(meta.get("source", self.model_id))
         self.precision = str(meta.get("precision", "fp32"))
@@ -36,7 +42,8 @@ class WhisperOnnxPipeline(LanguageDetector):
         return whisper_log_mel(window, n_mels=self.n_mels)
 
     def logits(self, features: np.ndarray) -> np.ndarray:
-        return self.session.run([self.output_name], {self.input_name: features[None].astype(np.float32)})[0][0]
+        return self.session.run([self.output_name], {self.input_name: features[None].astype(np.float32)},
+                                self._run_options)[0][0]
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "precision": getattr(self, "precision", None)}

@@ -22,7 +22,7 @@ import numpy as np
 
 from backend.errors import ModelUnavailable
 from backend.pipelines.base import Availability, fetch_command, files_identity, files_mb
-from backend.pipelines.onnx_session import make_session
+from backend.pipelines.onnx_session import make_run_options, make_session
 from backend.pipelines.tts.g2p import g2p_missing
 from backend.pipelines.tts.pipeline import KokoroPipeline
 from backend.pipelines.tts.voices import VoiceBank, npz_names
@@ -134,6 +134,7 @@ class KokoroOnnxPipeline(KokoroPipeline):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self.session: Any = None
+        self._run_options: Any = None
         self._npz: Any = None
 
     def load(self) -> None:
@@ -152,16 +153,26 @@ class KokoroOnnxPipeline(KokoroPipeline):
             config = json.loads((data / "vocab.json").read_text(encoding="utf-8"))
             voices_path = data / "voices_ja.npz"
         self.session = make_session(model, self.settings)
+        self._run_options = make_run_options(self.settings)
         self.vocab = config["vocab"]
         self._npz = np.load(voices_path)  # lazy: each voice is read on first use
         self.voices = VoiceBank(list(self._npz.files), lambda name: self._npz[name])
         self.source = str(model)
+        self.warm_up()
 
-    def _synthesize(self, token_ids: list[int], style: np.ndarray, speed: float) -> np.ndarray:
+    def _synthesize(self, token_ids: list[int], style: np.ndarray, speed: float, last: bool = True) -> np.ndarray:
         feeds = {"tokens": np.array([[0, *token_ids, 0]], dtype=np.int64),
                  "style": np.ascontiguousarray(style, dtype=np.float32),
                  "speed": np.array([speed], dtype=np.float32)}
-        return self.session.run(None, feeds)[0]
+        # The arena is shrunk after a request's last piece (ONNX_ARENA_SHRINK=request) or after every piece (=run).
+        shrink = last or self.settings.onnx_arena_shrink == "run"
+        return self.session.run(None, feeds, self._run_options if shrink else None)[0]
+
+    def _release(self) -> None:
+        """A request ended early: one tiny run that shrinks the arena, so its memory is not held until the next
+        (only with ONNX_ARENA_SHRINK=request; with =run every piece's run already shrank it)."""
+        if self._run_options is not None and self.settings.onnx_arena_shrink == "request" and self.voices is not None:
+            self.warm_up()
 
     def close(self) -> None:
         if self._npz is not None:

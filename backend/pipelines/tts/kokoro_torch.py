@@ -289,7 +289,7 @@ class KokoroTorchPipeline(KokoroPipeline):
         self.voices = VoiceBank([p.stem for p in voice_dir.glob("*.pt")], read)
         self.source = str(weights)
 
-    def _synthesize(self, token_ids: list[int], style: np.ndarray, speed: float) -> np.ndarray:
+    def _synthesize(self, token_ids: list[int], style: np.ndarray, speed: float, last: bool = True) -> np.ndarray:
         import torch
 
         with torch.inference_mode():

@@ -1,70 +1,167 @@
-"""Text cut into pieces Kokoro can synthesise at once: at sentence, then clause, then word boundaries.
+"""Text cut into pieces Kokoro can synthesise at once, each tagged with the boundary that follows it.
 
 Kokoro's context is 512 positions (510 phonemes plus two pad tokens); a synthesis's activation
-memory grows with the piece, so the server may cap pieces lower (TTS_PIECE_TOKENS).
+memory grows with the piece, so the server caps pieces lower (TTS_PIECE_TOKENS). The first piece
+is short (TTS_FIRST_PIECE_TOKENS: a clause, or a few words) so the first audio leaves early
+(a text of at most twice that is one piece: it is quick to say whole);
+each later piece may be twice as long as the one before, up to TTS_PIECE_TOKENS, which keeps
+synthesis ahead of playback. Sentences are packed together while they fit, never across a
+paragraph or an explicit pause; a sentence too long for its piece is cut at its last clause mark
+that leaves at least half a piece, else between words (a giant word anywhere).
+
+The boundary after a piece ("word", "clause", "sentence", "paragraph", "pause", "end") decides the
+silence joins.py puts there. Inline controls (markup.py) flow through here: a Pause is kept as
+its own item, an override's phonemes are spliced into its sentence without G2P.
 """
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from backend.pipelines.tts.markup import Pause, Phonemes, Segment
 
 MAX_TOKENS = 510  # Kokoro's context is 512 positions: 510 phonemes plus the two pad tokens
-_SENTENCE_END = re.compile(r"(?<=[.!?…。！？])\s+|\n+")
-_CLAUSE_END = re.compile(r"(?<=[,;:—–、])\s+")
+BOUNDARIES = ("word", "clause", "sentence", "paragraph", "pause", "end")
+CLAUSE_MARKS = ",;:—–"
+_TEXT_BREAK = re.compile(r"(\n[ \t]*\n\s*|\n+\s*|(?<=[.!?…。！？])\s+)")
+_SPACE_BEFORE_MARK = re.compile(r"\s+(?=[,.;:!?…])")
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Phonemes synthesised in one model call and the boundary that follows them."""
+
+    phonemes: str
+    boundary: str
+
+
+PlanItem = Piece | Pause
 
 
 def count_tokens(phonemes: str, vocab: dict[str, int]) -> int:
     return sum(1 for ch in phonemes if ch in vocab)
 
 
-def _cut_phonemes(phonemes: str, vocab: dict[str, int], limit: int) -> list[str]:
-    """Split an over-long phoneme string at word gaps (or anywhere, for one giant word)."""
-    pieces, current = [], ""
-    for word in phonemes.split(" "):
-        candidate = f"{current} {word}".strip()
-        if current and count_tokens(candidate, vocab) > limit:
-            pieces.append(current)
-            candidate = word
-        while count_tokens(candidate, vocab) > limit:
+def piece_limit(index: int, limit: int, first_limit: int) -> int:
+    """Token limit of the index-th spoken piece: first_limit, doubling, capped at limit (0 = no short start)."""
+    if first_limit <= 0 or first_limit >= limit:
+        return limit
+    return min(limit, first_limit << min(index, 16))
+
+
+def _sentences(segments: list[Segment], phonemize: Callable[[str], str]) -> list[tuple[str, str] | Pause]:
+    """(sentence phonemes, boundary after it) and Pauses, in order; an explicit pause or the end of the
+    text decides the boundary of the sentence before it, whatever whitespace came between."""
+    units = list(_raw_sentences(segments, phonemize))
+    for i, unit in enumerate(units):
+        following = units[i + 1] if i + 1 < len(units) else None
+        if isinstance(unit, tuple) and not isinstance(following, tuple):
+            units[i] = (unit[0], "pause" if isinstance(following, Pause) else "end")
+    return units
+
+
+def _raw_sentences(segments: list[Segment], phonemize: Callable[[str], str]) -> Iterator[tuple[str, str] | Pause]:
+    parts: list[str] = []
+
+    def flush(boundary: str) -> Iterator[tuple[str, str]]:
+        phonemes = _SPACE_BEFORE_MARK.sub("", " ".join(p for p in parts if p)).strip()
+        parts.clear()
+        if phonemes:
+            yield phonemes, boundary
+
+    for segment in segments:
+        if isinstance(segment, Pause):
+            yield from flush("pause")
+            yield segment
+        elif isinstance(segment, Phonemes):
+            parts.append(segment.phonemes)
+        else:
+            chunks = _TEXT_BREAK.split(segment.text)
+            for i, chunk in enumerate(chunks):
+                if i % 2 == 0:
+                    if chunk.strip():
+                        parts.append(phonemize(chunk.strip()))
+                else:
+                    yield from flush("paragraph" if chunk.count("\n") >= 2 else "sentence")
+    yield from flush("end")
+
+
+def _atoms(phonemes: str, boundary: str) -> list[tuple[str, str]]:
+    """Words of a sentence, each with the boundary after it (a clause mark, a word gap, the sentence's)."""
+    words = phonemes.split()
+    atoms = [(w, "clause" if w[-1] in CLAUSE_MARKS else "word") for w in words]
+    if atoms:
+        atoms[-1] = (atoms[-1][0], boundary)
+    return atoms
+
+
+def _split_word(word: str, vocab: dict[str, int], limit: int) -> list[str]:
+    """A single word longer than the limit, cut anywhere."""
+    out, head, kept = [], "", 0
+    for ch in word:
+        if ch in vocab and kept == limit:
+            out.append(head)
             head, kept = "", 0
-            for ch in candidate:
-                kept += ch in vocab
-                if kept > limit:
-                    break
-                head += ch
-            pieces.append(head)
-            candidate = candidate[len(head):]
-        current = candidate
-    if current:
-        pieces.append(current)
-    return pieces
+        head += ch
+        kept += ch in vocab
+    return out + [head] if head else out
 
 
-def plan_pieces(text: str, phonemize: Callable[[str], str], vocab: dict[str, int],
-                limit: int = MAX_TOKENS) -> list[str]:
-    """Phoneme pieces of at most `limit` tokens, cut at sentence, then clause, then word boundaries.
+def plan_pieces(segments: list[Segment], phonemize: Callable[[str], str], vocab: dict[str, int],
+                limit: int = MAX_TOKENS, first_limit: int = 0) -> list[PlanItem]:
+    """Pieces of at most piece_limit(i) tokens and the Pauses between them, in speaking order."""
+    plan: list[PlanItem] = []
+    spoken = 0  # pieces emitted so far: the next one's limit is piece_limit(spoken)
 
-    The first sentence is its own piece so streaming starts after one sentence; later sentences
-    are packed together up to the limit (fewer, longer model calls).
-    """
-    units: list[str] = []
-    for sentence in (s.strip() for s in _SENTENCE_END.split(text)):
-        if not sentence:
-            continue
-        phonemes = phonemize(sentence)
-        if count_tokens(phonemes, vocab) <= limit:
-            units.append(phonemes)
-            continue
-        for clause in (c.strip() for c in _CLAUSE_END.split(sentence)):
-            clause_phonemes = phonemize(clause) if clause else ""
-            units.extend(_cut_phonemes(clause_phonemes, vocab, limit))
-    units = [u for u in units if count_tokens(u, vocab)]
-    pieces: list[str] = []
+    def tokens(text: str) -> int:
+        return count_tokens(text, vocab)
+
+    units = _sentences(segments, phonemize)
+    if sum(tokens(u[0]) for u in units if isinstance(u, tuple)) <= 2 * first_limit:
+        first_limit = 0  # a text this short is quick to say whole: no cut for the sake of the first audio
+
+    def emit(atoms: list[tuple[str, str]]) -> None:
+        nonlocal spoken
+        plan.append(Piece(" ".join(w for w, _ in atoms), atoms[-1][1]))
+        spoken += 1
+
     for unit in units:
-        if len(pieces) >= 2:
-            merged = f"{pieces[-1]} {unit}"
-            if count_tokens(merged, vocab) <= limit:
-                pieces[-1] = merged
+        if isinstance(unit, Pause):
+            plan.append(unit)
+            continue
+        phonemes, boundary = unit
+        if not tokens(phonemes):
+            continue
+        last = plan[-1] if plan else None
+        if isinstance(last, Piece) and last.boundary == "sentence" and \
+                tokens(last.phonemes) + 1 + tokens(phonemes) <= piece_limit(spoken - 1, limit, first_limit):
+            plan[-1] = Piece(f"{last.phonemes} {phonemes}", boundary)
+            continue
+        if tokens(phonemes) <= piece_limit(spoken, limit, first_limit):
+            plan.append(Piece(phonemes, boundary))
+            spoken += 1
+            continue
+        current: list[tuple[str, str]] = []
+        for word, after in _atoms(phonemes, boundary):
+            cap = piece_limit(spoken, limit, first_limit)
+            if tokens(word) > cap:  # one giant "word": flush, then cut it anywhere
+                if current:
+                    emit(current)
+                    current = []
+                chunks = _split_word(word, vocab, piece_limit(spoken, limit, first_limit))
+                for chunk in chunks[:-1]:
+                    emit([(chunk, "word")])
+                current = [(chunks[-1], after)]
                 continue
-        pieces.append(unit)
-    return pieces
+            while current and tokens(" ".join(w for w, _ in current + [(word, after)])) > cap:
+                clause_cuts = [i for i, (_, b) in enumerate(current[:-1]) if b == "clause"
+                               and tokens(" ".join(w for w, _ in current[:i + 1])) >= cap // 2]
+                cut = clause_cuts[-1] + 1 if clause_cuts else len(current)
+                emit(current[:cut])
+                current = current[cut:]
+                cap = piece_limit(spoken, limit, first_limit)
+            current.append((word, after))
+        if current:
+            emit(current)
+    return plan

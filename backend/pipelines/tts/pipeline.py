@@ -3,8 +3,14 @@
 The torch and ONNX pipelines differ only in how they load weights, list and read voice packs,
 and turn (token ids, style, speed) into samples (`KokoroPipeline._synthesize`). Requests are
 validated before the model is touched (backend.api.schemas.tts makes SpeechRequest); preprocess
-checks what needs the model (the voice exists, there is something to say) before any audio is
-sent; run only calls the model, piece by piece and lazily; postprocess encodes.
+checks what needs the model (the voice exists, pronunciations use known phonemes, there is
+something to say) before any audio is sent; run only calls the model, piece by piece and lazily,
+and joins the pieces (joins.py: silence trimmed, a pause by boundary); postprocess encodes.
+
+Text on its way to the model: inline controls are masked (markup.py), the rest is normalised
+(normalize.py: numbers, money, dates, addresses in words) unless the request says
+normalize=false, G2P'd sentence by sentence, and cut into pieces (pieces.py) that start short
+and grow. Phoneme input (input_type="phonemes") skips normalisation and G2P.
 """
 from __future__ import annotations
 
@@ -18,12 +24,17 @@ import numpy as np
 from backend.audio.encode import CONTENT_TYPES, encode, encode_stream
 from backend.errors import BadRequest
 from backend.pipelines.base import Pipeline
+from backend.pipelines.tts import joins, markup
 from backend.pipelines.tts.g2p import SPOKEN_CODES, Phonemizer, g2p_modules
-from backend.pipelines.tts.pieces import plan_pieces
+from backend.pipelines.tts.markup import Pause, Phonemes
+from backend.pipelines.tts.normalize import normalize
+from backend.pipelines.tts.pieces import Piece, plan_pieces
 from backend.pipelines.tts.voices import STYLE_WIDTH, VoiceBank, VoiceMix
 from config import Settings
 
 SAMPLE_RATE_HZ = 24000
+INPUT_TYPES = ("text", "phonemes")
+WARM_UP_PHONEMES = "wˈɔɹm ˈʌp."  # a short piece run once after load, outside any request's timing
 
 
 @dataclass(frozen=True)
@@ -35,13 +46,23 @@ class SpeechRequest:
     speed: float
     format: str
     lang: str | None
+    normalize: bool = True  # numbers, money, dates, addresses into words before G2P
+    input_type: str = "text"  # or "phonemes": Kokoro phonemes, no normalisation or G2P
+
+
+@dataclass(frozen=True)
+class TokenPiece:
+    """One model call's token ids and the boundary after it (pieces.BOUNDARIES)."""
+
+    token_ids: list[int]
+    boundary: str
 
 
 @dataclass
 class SpeechFeatures:
-    """A request turned into model inputs: token-id pieces, a style pack, a speed, and how to encode."""
+    """A request turned into model inputs: token-id pieces and pauses, a style pack, a speed, and how to encode."""
 
-    pieces: list[list[int]]
+    plan: list[TokenPiece | Pause]
     style: np.ndarray
     speed: float
     voice: str
@@ -90,9 +111,30 @@ class KokoroPipeline(Pipeline):
         self.phonemizer = Phonemizer(self.settings)
         self.phonemizer.prepare("a")
 
+    @property
+    def pause_lengths(self) -> joins.PauseLengths:
+        s = self.settings
+        return joins.PauseLengths(clause=s.tts_pause_clause_s, sentence=s.tts_pause_sentence_s,
+                                  paragraph=s.tts_pause_paragraph_s)
+
+    def warm_up(self) -> None:
+        """One short synthesis right after load, so the first request does not pay for first-run setup."""
+        assert self.voices is not None
+        if not self.voices.names:
+            return
+        ids = [self.vocab[ch] for ch in WARM_UP_PHONEMES if ch in self.vocab]
+        _, style = self.voices.resolve(None, self.settings.default_voice)
+        self._synthesize(ids, style[len(ids) - 1].reshape(1, STYLE_WIDTH), 1.0, last=True)
+
     @abstractmethod
-    def _synthesize(self, token_ids: list[int], style: np.ndarray, speed: float) -> np.ndarray:
-        """float32 samples at 24 kHz for one piece of at most MAX_TOKENS ids; style is (1, 256)."""
+    def _synthesize(self, token_ids: list[int], style: np.ndarray, speed: float, last: bool = True) -> np.ndarray:
+        """float32 samples at 24 kHz for one piece of at most MAX_TOKENS ids; style is (1, 256).
+
+        `last` is False while more pieces of the same request follow (a backend may keep working
+        memory between them and release it after the last)."""
+
+    def _release(self) -> None:
+        """Give back working memory kept between pieces, when a request ends before its last piece."""
 
     @classmethod
     def runtime_modules(cls, settings: Settings) -> tuple[str, ...]:
@@ -104,27 +146,65 @@ class KokoroPipeline(Pipeline):
         raise NotImplementedError
 
     def preprocess(self, request: SpeechRequest) -> SpeechFeatures:
-        """Voice lookup, G2P and splitting; everything that can fail fails here, before streaming."""
+        """Voice lookup, controls, normalisation, G2P and splitting; everything that can fail fails here."""
         assert self.voices is not None and self.phonemizer is not None
         voice, style = self.voices.resolve(request.voice, self.settings.default_voice)
         code = request.lang or (voice[0] if voice[:1] in SPOKEN_CODES else "a")
         phonemizer = self.phonemizer
-        pieces = plan_pieces(request.text, lambda text: phonemizer(text, code), self.vocab,
-                             limit=self.settings.tts_piece_tokens)
-        ids = [[self.vocab[ch] for ch in piece if ch in self.vocab] for piece in pieces]
-        if not any(ch.isalpha() for piece in pieces for ch in piece):  # punctuation only: nothing to say
+        if request.input_type == "phonemes":
+            segments = markup.parse_phonemes(request.text)
+            phonemize = str  # the text is phonemes already
+        else:
+            segments = markup.parse(request.text, (lambda text: normalize(text, code)) if request.normalize else None)
+            phonemize = lambda text: phonemizer(text, code)  # noqa: E731
+        self._check_phonemes(segments, given=request.input_type == "phonemes")
+        plan = plan_pieces(segments, phonemize, self.vocab, limit=self.settings.tts_piece_tokens,
+                           first_limit=self.settings.tts_first_piece_tokens)
+        pieces = [item for item in plan if isinstance(item, Piece)]
+        if not any(ch.isalpha() for piece in pieces for ch in piece.phonemes):  # nothing to say
             raise BadRequest("the text has nothing to speak (no pronounceable words)", field="input")
-        return SpeechFeatures(pieces=ids, style=style, speed=request.speed, voice=voice, format=request.format)
+        tokens = [item if isinstance(item, Pause) else
+                  TokenPiece([self.vocab[ch] for ch in item.phonemes if ch in self.vocab], item.boundary)
+                  for item in plan]
+        return SpeechFeatures(plan=[t for t in tokens if isinstance(t, Pause) or t.token_ids], style=style,
+                              speed=request.speed, voice=voice, format=request.format)
+
+    def _check_phonemes(self, segments: list[markup.Segment], given: bool) -> None:
+        """Phonemes that bypass G2P (overrides, phoneme input) must be symbols the model knows: 400 otherwise."""
+        for segment in segments:
+            text = segment.phonemes if isinstance(segment, Phonemes) else segment.text if given and \
+                isinstance(segment, markup.Text) else ""
+            unknown = sorted({ch for ch in text if ch not in self.vocab and not ch.isspace()})
+            if unknown:
+                where = f"the pronunciation of [{segment.shown}]" if isinstance(segment, Phonemes) else "the phonemes"
+                raise BadRequest(f"{where} use symbols this model does not know: {' '.join(unknown[:20])}",
+                                 field="input")
 
     def run(self, features: SpeechFeatures) -> SpeechBlocks:
-        """The pieces' samples, each synthesised only when the consumer asks for it."""
-        return SpeechBlocks(blocks=self._blocks(features), pieces=len(features.pieces), voice=features.voice,
+        """The joined pieces' samples, each piece synthesised only when the consumer asks for it."""
+        return SpeechBlocks(blocks=self._blocks(features), pieces=len(features.plan), voice=features.voice,
                             format=features.format)
 
     def _blocks(self, features: SpeechFeatures) -> Iterator[np.ndarray]:
-        for token_ids in features.pieces:
-            style = features.style[len(token_ids) - 1].reshape(1, STYLE_WIDTH)
-            yield np.asarray(self._synthesize(token_ids, style, features.speed), dtype=np.float32).reshape(-1)
+        lengths, trimming = self.pause_lengths, self.settings.tts_trim_silence
+        pieces = [i for i, item in enumerate(features.plan) if isinstance(item, TokenPiece)]
+        last_piece, held = (pieces[-1] if pieces else -1), False
+        try:
+            for index, item in enumerate(features.plan):
+                if isinstance(item, Pause):
+                    yield joins.silence(item.seconds, SAMPLE_RATE_HZ)
+                    continue
+                style = features.style[len(item.token_ids) - 1].reshape(1, STYLE_WIDTH)
+                held = index != last_piece
+                audio = self._synthesize(item.token_ids, style, features.speed, last=not held)
+                audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+                if trimming:
+                    audio = np.concatenate([joins.trim(audio, SAMPLE_RATE_HZ),
+                                            joins.gap(item.boundary, lengths, SAMPLE_RATE_HZ)])
+                yield audio
+        finally:
+            if held:  # the stream was closed before its last piece (client gone)
+                self._release()
 
     def postprocess(self, raw: SpeechBlocks) -> Speech:
         """Encoded audio: one piece whole, in one container with exact sizes in its header; several
