@@ -203,10 +203,12 @@ class LocalJobs:
         proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait for it again
         self._children.pop(record.id, None)
         self._release(record.kind)
+        current = self.store.get(record.id)  # None: expired meanwhile
+        if current is not None and current.state == "running":  # it died without reporting: its files go first
+            remove_inputs(self.folder / record.id)
         if self.store.finish(record.id, "failed", error={"code": "job_failed", "status": 500,
                                                          "message": exit_reason(status)}):
             logger.error("event=job_lost job=%s pid=%d %s", record.id, proc.pid, exit_reason(status))
-            remove_inputs(self.folder / record.id)
         final = self.store.get(record.id)
         if final is not None:
             logger.info("event=job_ended job=%s state=%s peak_rss_mb=%s seconds_per_frame=%s", record.id, final.state,
@@ -231,9 +233,9 @@ class LocalJobs:
                 continue
             else:
                 reason = "the job's process ended without a result (killed, or the machine restarted)"
+            remove_inputs(self.folder / record.id)  # its process is gone: nothing writes there any more
             if self.store.finish(record.id, "failed", error={"code": "job_failed", "status": 500, "message": reason}):
                 logger.error("event=job_lost job=%s %s", record.id, reason)
-                remove_inputs(self.folder / record.id)
                 failed.append(record.id)
         return failed
 

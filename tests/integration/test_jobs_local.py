@@ -31,13 +31,15 @@ def engines(make_settings: Any, tmp_path: Path):
         return engine
 
     yield make
+    # no test leaves a job's process behind: cancel what is left, open every gate, wait for the running ones
     for engine in made:
+        for record in engine.store.in_state("queued", "running"):
+            engine.cancel(record.id)
         engine.shutdown()
-    # no test leaves a job's process behind: open every gate, then wait for the running ones
-    for gate in tmp_path.glob("gate*"):
-        gate.touch()
-    for path in tmp_path.glob("gate*"):
-        path.unlink()
+    for name in ("gate-done", "gate-cancel", "gate-kill", "gate-orphan", "gate-queue"):
+        (tmp_path / name).touch()
+    if made:
+        wait_for(lambda: not made[0].store.in_state("running"), "every job's process has ended")
 
 
 def submit(engine: LocalJobs, **options: Any):
@@ -126,16 +128,24 @@ def test_a_killed_child_leaves_the_job_failed_not_running(engines, tmp_path):
 
 
 def test_a_job_orphaned_by_its_worker_is_reaped_by_another(engines, tmp_path):
+    import subprocess
+    import sys
+
+    import psutil
+
     engine = engines()
-    gate = tmp_path / "gate-orphan"
-    record = submit(engine, gate=str(gate))
-    pid = wait_for(lambda: engine.get(record.id).runner_pid, "the job's pid is recorded")
-    other = engines()  # another worker: it does not watch this child, its reaper does
+    engine.shutdown()  # this test plays the dead worker: only the store is used
+    record = engine.store.create("orphan", kind="animation", function=FUNCTION, options={}, need_mb=1)
+    assert engine.store.claim(record.id)
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    engine.store.set_runner(record.id, child.pid, psutil.Process(child.pid).create_time())
+    other = engines()  # another worker: it never watched this process
     assert other.reap() == []  # alive: left alone
-    engine.shutdown()
-    os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: engine.get(record.id).state != "running", "the watcher or the reaper fails it")
-    assert engine.get(record.id).state == "failed"
+    child.kill()
+    child.wait()
+    assert other.reap() == [record.id]
+    failed = other.get(record.id)
+    assert failed.state == "failed" and "without a result" in failed.error["message"]
 
 
 def test_typed_failure_and_crash_are_reported_with_their_status(engines):
