@@ -37,7 +37,7 @@ class Settings(BaseSettings):
 
     # --- Gunicorn -------------------------------------------------------------------------
     workers: int = Field(1, ge=1, le=32, description="Gunicorn worker processes (1..32). Each worker holds its own models.")
-    threads: int = Field(2, ge=1, le=64, description="Threads per gthread worker (1..64): concurrent requests per worker.")
+    threads: int = Field(8, ge=1, le=64, description="Threads per gthread worker (1..64): connections served at once per worker. More than a model's MODEL_CONCURRENCY + MAX_QUEUE, so /health and other models answer while one is busy (model runs, not threads, hold the memory).")
     preload: bool = Field(False, description="Import the app in the Gunicorn master before forking (shares imported code pages). Models still load in workers.")
     port: int = Field(8080, ge=1, le=65535, description="TCP port to bind on 0.0.0.0 (Render sets PORT).")
     timeout: int = Field(120, ge=0, le=3600, description="Seconds a worker may stay silent before Gunicorn kills it; 0 disables the check.")

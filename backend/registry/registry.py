@@ -124,7 +124,7 @@ class ModelRegistry:
     """Owns model lifetime: lazy single-flight builds, use counts, TTL, LRU eviction, admission."""
 
     def __init__(self, budget_mb: float, *, margin_mb: float = 48, ttl_s: int = 300,
-                 retry_after_s: int = 30, queue_timeout_s: float = 30, workers: int = 1,
+                 retry_after_s: int = 30, queue_timeout_s: float = 30, max_queue: int = 4, workers: int = 1,
                  memory: readings.ServiceMemory | None = None, costs: CostBook | None = None,
                  peers: Peers | None = None) -> None:
         self.budget_mb = float(budget_mb)
@@ -132,6 +132,8 @@ class ModelRegistry:
         self.ttl_s = ttl_s
         self.retry_after_s = retry_after_s
         self.queue_timeout_s = queue_timeout_s
+        self.max_queue = max_queue  # requests per model that may wait for a slot; more are refused at once
+        self._waiting: dict[str, int] = {}  # requests waiting for each model's slot now
         self.workers = workers  # how many workers share the budget (each holds its own models)
         self._slots: dict[str, threading.Semaphore] = {}
         self.memory = memory or readings.ServiceMemory()
@@ -302,18 +304,35 @@ class ModelRegistry:
         entry = self._entry_or_404(name)
         pipeline = self._hold(entry)
         slot = self._slots[name]
-        if not slot.acquire(timeout=self.queue_timeout_s):
-            self._checkin(entry, served=False)
-            raise ModelBusy(
-                f"model {name!r} is busy with other requests (it serves {entry.spec.max_concurrency} "
-                f"at a time to bound its memory) and none finished within {self.queue_timeout_s:g} s; retry later",
-                headers={"Retry-After": str(self.retry_after_s)}, model=name)
+        # A bounded queue and a bounded wait (Ollama's OLLAMA_MAX_QUEUE): a slow inference or many
+        # clients cannot hold every thread of the worker, so /health and other models still answer.
+        if not slot.acquire(blocking=False):
+            with self._lock:
+                full = self._waiting.get(name, 0) >= self.max_queue
+                if not full:
+                    self._waiting[name] = self._waiting.get(name, 0) + 1
+            if full:
+                self._checkin(entry, served=False)
+                raise self._busy(entry, f"{self.max_queue} request(s) already wait for it (MAX_QUEUE)")
+            try:
+                got = slot.acquire(timeout=self.queue_timeout_s)
+            finally:
+                with self._lock:
+                    self._waiting[name] -= 1
+            if not got:
+                self._checkin(entry, served=False)
+                raise self._busy(entry, f"none finished within {self.queue_timeout_s:g} s (QUEUE_TIMEOUT_S)")
         with self._lock:
             entry.uses += 1
             entry.uses_since_load += 1
             entry.last_used = time.time()
         start_rss_mb = self._start_request_measurement()
         return Lease(name, pipeline, partial(self._release, entry, slot, start_rss_mb))
+
+    def _busy(self, entry: _Entry, why: str) -> ModelBusy:
+        return ModelBusy(f"model {entry.spec.name!r} is busy (it serves {entry.spec.max_concurrency} request(s) at "
+                         f"a time to bound its memory) and {why}; retry later",
+                         headers={"Retry-After": str(self.retry_after_s)}, model=entry.spec.name)
 
     @contextmanager
     def acquire(self, name: str) -> Iterator[Pipeline]:

@@ -254,3 +254,41 @@ def test_a_model_serves_one_request_at_a_time_and_a_long_wait_is_a_503(registry_
         assert order == []  # still queued behind the running request
     waiter.join(timeout=5)
     assert order == ["second"]
+
+
+def _wait_until(condition, timeout_s: float = 10.0) -> None:
+    """Wait for a state the test caused (a thread reaching the queue), never for a fixed time."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition never became true"
+        time.sleep(0.005)
+
+
+def test_a_full_queue_is_refused_at_once_with_model_busy(registry_factory):
+    """MAX_QUEUE: one runs, max_queue wait, the next is a 503 model_busy at once (not after QUEUE_TIMEOUT_S)."""
+    registry = registry_factory([fake_spec("tts", 5)])
+    registry.queue_timeout_s, registry.max_queue = 60, 1
+    served: list[str] = []
+    with registry.acquire("tts"):
+        waiter = threading.Thread(target=lambda: served.append(registry.lease("tts").release() or "queued"))
+        waiter.start()
+        _wait_until(lambda: registry._waiting.get("tts") == 1)
+        started = time.monotonic()
+        with pytest.raises(ModelBusy) as caught:
+            registry.lease("tts")
+        assert time.monotonic() - started < 30  # refused, not left waiting for the 60 s queue timeout
+        assert "MAX_QUEUE" in caught.value.message and caught.value.headers["Retry-After"]
+        assert caught.value.code == "model_busy" and caught.value.status == 503
+    waiter.join(timeout=30)
+    assert served == ["queued"] and registry._waiting["tts"] == 0
+    assert next(r for r in registry.snapshot() if r["name"] == "tts")["in_use"] == 0
+
+
+def test_max_queue_zero_never_waits(registry_factory):
+    registry = registry_factory([fake_spec("tts", 5)])
+    registry.queue_timeout_s, registry.max_queue = 60, 0
+    with registry.acquire("tts"):
+        with pytest.raises(ModelBusy, match="MAX_QUEUE"):
+            registry.lease("tts")
+    with registry.acquire("tts"):
+        pass  # free again
