@@ -24,12 +24,13 @@ from functools import wraps
 from typing import Any
 
 from flask import Flask, current_app, request
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from backend.auth import Policy, policy_of
-from backend.errors import InvalidJson, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from backend.api.schemas.common import validate
+from backend.errors import InvalidJson, PayloadTooLarge, UnsupportedMediaType
 
 ENDPOINT_ATTR = "__endpoint__"
 JSON = "application/json"
@@ -114,22 +115,6 @@ def _form_fields(max_parts: int) -> dict[str, str]:
             raise
         raise PayloadTooLarge(f"the multipart body has more than {max_parts} parts (MAX_FORM_PARTS)",
                               limit_parts=max_parts) from None
-
-
-def validate(model: type[BaseModel], data: Any, *, where: str) -> BaseModel:
-    """`model` from `data`, or 400 invalid_request naming the first offending field and listing all."""
-    if not isinstance(data, dict):
-        raise ValidationFailed(f"the request {where} must be a JSON object", field=None, location=where, errors=[])
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        errors = [{"field": ".".join(str(part) for part in error["loc"]) or None, "message": error["msg"],
-                   "type": error["type"]}
-                  for error in exc.errors(include_url=False, include_input=False, include_context=False)]
-        first = errors[0]
-        where_said = f"'{first['field']}'" if first["field"] else f"the {where}"
-        raise ValidationFailed(f"{where_said}: {first['message']}", field=first["field"], location=where,
-                               errors=errors) from None
 
 
 def read_body(limit_bytes: int) -> bytes | None:

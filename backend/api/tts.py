@@ -16,11 +16,11 @@ from collections.abc import Iterator
 
 from flask import Blueprint, Response, current_app, jsonify
 
-from backend.api import json_object
 from backend.api.openapi import Binary, endpoint
 from backend.api.schemas.common import ErrorEnvelope, OpenObject
+from backend.api.schemas.tts import (ApiTtsBody, OpenAISpeechBody, api_tts_request, installed_voice,
+                                     openai_speech_request)
 from backend.auth import Policy, protect
-from backend.api.schemas.tts import api_tts_request, installed_voice, openai_speech_request
 from backend.catalog import pipeline_class
 from backend.pipelines.tts.pipeline import SpeechRequest
 from backend.pipelines.tts.voices import mix_label, pick_default, voice_language
@@ -36,17 +36,17 @@ SPEECH_ANSWERS = {200: Binary(("audio/mpeg", "audio/wav", "audio/flac", "audio/o
 
 
 @bp.post("/v1/audio/speech")
-@endpoint(responses=SPEECH_ANSWERS)
-def openai_speech():
+@endpoint(body=OpenAISpeechBody, responses=SPEECH_ANSWERS)
+def openai_speech(body: OpenAISpeechBody):
     """OpenAI's `audio.speech.create`: {model, input, voice, response_format, speed}."""
-    return _speak(openai_speech_request(json_object(), current_app.config["SETTINGS"]))
+    return _speak(openai_speech_request(body, current_app.config["SETTINGS"]))
 
 
 @bp.post("/api/tts")
-@endpoint(responses=SPEECH_ANSWERS)
-def api_tts():
+@endpoint(body=ApiTtsBody, responses=SPEECH_ANSWERS)
+def api_tts(body: ApiTtsBody):
     """This service's own shape: {text, voice, speed, format, lang}."""
-    return _speak(api_tts_request(json_object(), current_app.config["SETTINGS"]))
+    return _speak(api_tts_request(body, current_app.config["SETTINGS"]))
 
 
 @bp.get("/api/voices")
