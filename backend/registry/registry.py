@@ -124,7 +124,7 @@ class ModelRegistry:
     """Owns model lifetime: lazy single-flight builds, use counts, TTL, LRU eviction, admission."""
 
     def __init__(self, budget_mb: float, *, margin_mb: float = 48, ttl_s: int = 300,
-                 retry_after_s: int = 30, queue_timeout_s: float = 30, max_queue: int = 4, workers: int = 1,
+                 retry_after_s: int = 30, queue_timeout_s: float = 30, max_queue: int = 64, workers: int = 1,
                  memory: readings.ServiceMemory | None = None, costs: CostBook | None = None,
                  peers: Peers | None = None) -> None:
         self.budget_mb = float(budget_mb)
