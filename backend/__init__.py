@@ -12,8 +12,8 @@ LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the Flask app; models are built later, by the registry, on first use."""
-    from backend import auth, errors, limits
-    from backend.api import analysis, docs, health, metrics, models, tts
+    from backend import auth, errors, limits, web
+    from backend.api import analysis, docs, health, metrics, models, operator, tts
     from backend.catalog import model_specs
     from backend.memory import metrics as memory_metrics
     from backend.memory import middleware
@@ -43,8 +43,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     errors.init_app(app)
     middleware.init_app(app)
     # Each blueprint declares its auth policy (backend.auth.protect); a route without one stops the app here.
-    for blueprint in (health.bp, health.ready_bp, docs.bp, models.bp, models.admin_bp, metrics.bp, tts.bp,
-                      analysis.bp):
+    for blueprint in (health.bp, health.ready_bp, docs.bp, models.bp, models.admin_bp, metrics.bp, operator.bp,
+                      tts.bp, analysis.bp, web.bp):
         app.register_blueprint(blueprint)
     auth.check_policies(app)
     limits.init_app(app)

@@ -29,6 +29,11 @@ fi
 
 # The tests speak with espeak-ng (real speech to analyse); libsndfile ships inside soundfile.
 [ "$profile" = dev ] && apt_install espeak-ng
+# The browser tests drive Debian's Chromium through its own chromedriver (same source, same version);
+# where they cannot be installed (not Debian, no root) those tests are skipped with one line.
+if [ "$profile" = dev ]; then
+  apt_install chromium chromium-driver || echo "setup: chromium/chromium-driver not installed: browser tests will be skipped" >&2
+fi
 
 stamp=.venv/.installed-$profile
 want=$(cat requirements*.txt pyproject.toml | sha256sum | cut -c1-16)

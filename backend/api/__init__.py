@@ -3,6 +3,7 @@
     health.py    /health (open, touches no model) and /ready (ops)
     models.py    /api/models: the list (inference), details, load, unload (admin)
     metrics.py   /metrics (Prometheus; ops)
+    operator.py  /api/operator: what the operator panel at / polls (ops)
     tts.py       /v1/audio/speech, /api/tts, the voice lists
     analysis.py  language, AI-voice, both, and the /api/voice-detection contract
     docs.py      /openapi.json and the /docs page

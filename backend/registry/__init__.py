@@ -6,6 +6,7 @@
                   memory reading
     costs.py      CostBook: measured costs shared by every worker and kept across restarts
     lease.py      Lease: one request's hold on a pipeline, released once
+    events.py     EventLog: the recent registry events the operator panel shows
     registry.py   ModelRegistry (single-flight builds, use counts, TTL, LRU eviction, measurement)
                   and get_registry(), the one way a blueprint finds it
 """

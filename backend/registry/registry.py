@@ -41,6 +41,7 @@ from backend.memory import readings
 from backend.pipelines.base import Availability  # the contract's vocabulary; no pipeline is imported
 from backend.registry.admission import Admission, ModelFigures, Outcome, admit, recycle_helps
 from backend.registry.costs import CostBook, MeasuredCost
+from backend.registry.events import EventLog
 from backend.registry.lease import Lease
 from backend.registry.peers import Peers
 from backend.registry.spec import Estimate, ModelSpec, ModelState
@@ -143,6 +144,8 @@ class ModelRegistry:
         self._lock = threading.Lock()
         self._build_lock = threading.Lock()  # one build at a time: admission is never raced
         self._listeners: list[EventListener] = []
+        self.events = EventLog()  # recent events for the operator panel (GET /api/operator)
+        self.subscribe(self.events.record)
         self._sweeper_pid: int | None = None
         self._stop = threading.Event()
         # Set by start_worker() in a Gunicorn worker: its boot figures and how to ask for a replacement.

@@ -1,0 +1,51 @@
+"""Shape of GET /api/operator: what the operator panel at / polls every few seconds."""
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class OperatorMemory(BaseModel):
+    """The service's memory against the budget, and the line admission keeps it under."""
+
+    model_config = ConfigDict(extra="allow")
+
+    used_mb: float
+    budget_mb: float
+    used_percent: float
+    admission_limit_mb: float = Field(description="MEMORY_BUDGET_MB (or the cgroup's lower limit) - MEMORY_MARGIN_MB")
+    reserved_by_other_workers_mb: float = Field(description="head-room other workers keep for their loaded models")
+
+
+class OperatorModel(BaseModel):
+    """One model as the panel shows it (no paths, fixes or errors: those are in /ready and the admin details)."""
+
+    name: str
+    state: str
+    servable: bool
+    pinned: bool
+    in_use: int
+    measured_mb: float | None
+    cost_mb: float
+    cost_source: str
+    use_count: int
+    last_used: float | None
+
+
+class RegistryEvent(BaseModel):
+    """A load, unload, eviction, refusal, unavailable model or worker recycle, with its figures (MB, s)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    at: float = Field(description="Unix time")
+    event: str = Field(description="load | unload | evict | refuse | unavailable | recycle")
+    model: str
+
+
+class OperatorStatus(BaseModel):
+    """Memory (the whole service), models and recent events (the answering worker, `pid`)."""
+
+    at: float
+    pid: int
+    memory: OperatorMemory
+    models: list[OperatorModel]
+    events: list[RegistryEvent]
