@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Blueprint, Response, send_from_directory
+from flask import Blueprint, Response
 
 from backend.api.openapi import Binary, endpoint
 from backend.api.schemas.common import ErrorEnvelope
@@ -34,7 +34,7 @@ CONTENT_SECURITY_POLICY = ("default-src 'none'; script-src 'self'; style-src 'se
 @endpoint(responses={200: Binary(("text/html",), "the playground and operator dashboard")})
 def index() -> Response:
     """The playground (speak, analyse, animate) and the operator dashboard."""
-    return send_from_directory(STATIC, "index.html", mimetype="text/html")
+    return _file("index.html", "text/html")
 
 
 @bp.get("/ui/<name>")
@@ -43,7 +43,12 @@ def asset(name: str) -> Response:
     """The page's script and stylesheet."""
     if name not in ASSETS:
         raise NotFound(f"no page file named {name!r}")
-    return send_from_directory(STATIC, name, mimetype=ASSETS[name])
+    return _file(name, ASSETS[name])
+
+
+def _file(name: str, mimetype: str) -> Response:
+    # Read whole (a few KB each): no open file is left to the WSGI server to close.
+    return Response((STATIC / name).read_bytes(), mimetype=mimetype)
 
 
 @bp.after_request

@@ -5,12 +5,12 @@ from backend.registry import get_registry
 from backend.registry.events import EventLog
 from tests.conftest import budget_above_now, fake_spec
 
-ADMIN = {"x-api-key": "secret"}
+ADMIN = {"x-api-key": "admin-secret"}
 
 
 def test_operator_shows_memory_the_admission_line_models_and_events(make_app):
-    app = make_app([fake_spec("small", 40), fake_spec("mid", 110), fake_spec("huge", 1000)], api_keys="secret",
-                   memory_margin_mb=10, enabled_models="tts")
+    app = make_app([fake_spec("small", 40), fake_spec("mid", 110), fake_spec("huge", 1000)],
+                   admin_api_keys="admin-secret", memory_margin_mb=10, enabled_models="tts")
     registry = get_registry(app)
     client = app.test_client()
     assert client.post("/api/models/small/load", headers=ADMIN).status_code == 200
@@ -24,6 +24,7 @@ def test_operator_shows_memory_the_admission_line_models_and_events(make_app):
     assert memory["used_mb"] > 0 and memory["budget_mb"] == round(registry.effective_budget_mb, 1)
     rows = {m["name"]: m for m in body["models"]}
     assert rows["mid"]["measured_mb"] > 0
+    assert not {"reason", "fix", "source", "last_error"} & set(rows["huge"])  # as public as /api/models
     assert rows["small"]["state"] == "not loaded" and rows["mid"]["state"] == "loaded"
     assert rows["huge"]["state"] == "not loaded" and rows["huge"]["cost_mb"] == 1000
     events = [(e["event"], e["model"]) for e in body["events"]]

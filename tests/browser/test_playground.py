@@ -15,13 +15,14 @@ import requests
 from tests.conftest import LiveServer, free_port
 
 API_KEY = "browser-test-key"
+ADMIN_KEY = "browser-admin-key"
 WAIT_S = 120  # upper bound for a model build + request on two loaded cores; conditions end waits early
 
 
 @pytest.fixture(scope="module")
 def page_server(whisper_checkpoint, ast_checkpoint) -> Iterator[LiveServer]:
     """Gunicorn with the real packaged Kokoro int8 ONNX and the tiny random Whisper and AST (torch)."""
-    server = LiveServer({"API_KEYS": API_KEY, "MEMORY_BUDGET_MB": "4096", "HF_HUB_OFFLINE": "1",
+    server = LiveServer({"API_KEYS": API_KEY, "ADMIN_API_KEYS": ADMIN_KEY, "MEMORY_BUDGET_MB": "4096", "HF_HUB_OFFLINE": "1",
                          "WHISPER_MODEL": str(whisper_checkpoint), "AI_VOICE_MODEL": str(ast_checkpoint),
                          "LANGUAGE_BACKEND": "torch", "AI_VOICE_BACKEND": "torch",
                          "INFERENCE_THREADS": "1", "TIMEOUT": "300"}, free_port())
@@ -49,10 +50,14 @@ def js(browser, script: str, *args):
 @pytest.fixture(scope="module")
 def page(browser, page_server):
     browser.driver.get(page_server.url + "/")
+    # Without a key the voice list is refused, and the page says so in a sentence.
+    error = by_testid(browser, "error-message", "#speak")
+    wait(browser, lambda d: error.is_displayed(), "no error while the voice list was refused", timeout_s=30)
+    assert "API key" in error.text
+    by_testid(browser, "api-key").send_keys(API_KEY)
+    browser.driver.refresh()  # the key stays in the tab's sessionStorage
     wait(browser, lambda d: js(browser, "return document.querySelectorAll('#tts-voice option').length") > 0,
-         "the voice list never filled")
-    key = by_testid(browser, "api-key")
-    key.send_keys(API_KEY)
+         "the voice list never filled", timeout_s=30)
     return browser
 
 
@@ -66,7 +71,7 @@ def test_page_is_served_with_a_strict_policy(page_server) -> None:
 
 
 def test_voices_and_formats_come_from_the_api(page, page_server) -> None:
-    voices = requests.get(page_server.url + "/v1/audio/voices", timeout=10).json()
+    voices = requests.get(page_server.url + "/v1/audio/voices", headers={"x-api-key": API_KEY}, timeout=10).json()
     values = js(page, "return [...document.querySelectorAll('#tts-voice option')].map(o => o.value)")
     assert set(values) == {v["name"] for v in voices["voices"]} | {a["name"] for a in voices["aliases"]}
     assert js(page, "return document.getElementById('tts-voice').value") == voices["default"]
@@ -83,7 +88,12 @@ def test_memory_panel_changes_after_a_model_loads(page) -> None:
     assert js(page, f"return document.querySelector('{row}').dataset.state") == "not loaded"
     page.screenshot("operator-before-load")
 
-    by_testid(page, "model-load", row).click()  # the admin key field is empty: the API key is sent
+    by_testid(page, "model-load", row).click()  # the admin key field is empty: the inference key is refused
+    error = by_testid(page, "error-message", "#operator")
+    wait(page, lambda d: error.is_displayed(), "loading with an inference key showed no error")
+    assert re.fullmatch(r"[A-Z][^{}]+\.", error.text), error.text
+    by_testid(page, "admin-key").send_keys(ADMIN_KEY)
+    by_testid(page, "model-load", row).click()
     wait(page, lambda d: js(page, f"return document.querySelector('{row}').dataset.state") == "loaded",
          "the language model never showed as loaded")
     measured = js(page, f"return document.querySelector('{row} td:nth-child(3)').textContent")

@@ -225,6 +225,7 @@ const EXTENSIONS = { opus: "ogg", pcm: "pcm" };
 
 async function loadVoices() {
   const select = $("tts-voice");
+  clearError("tts-error");
   try {
     const data = await (await api("/v1/audio/voices")).json();
     const voices = document.createElement("optgroup");
@@ -574,6 +575,7 @@ function keepInSession(id, key) {
 document.addEventListener("DOMContentLoaded", () => {
   keepInSession("api-key", STORE.apiKey);
   keepInSession("admin-key", STORE.adminKey);
+  $("api-key").addEventListener("change", loadVoices);  // a key typed after a 401 lists the voices now
   $("tts-speed").addEventListener("input", () => { $("tts-speed-value").textContent = Number($("tts-speed").value).toFixed(1); });
   $("tts-form").addEventListener("submit", speak);
   $("analysis-form").addEventListener("submit", analyse);
