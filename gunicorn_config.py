@@ -4,6 +4,7 @@ Every value comes from config.Settings (the environment), so `WORKERS=2 PRELOAD=
 gunicorn_config.py backend.wsgi:app` is the whole interface. A bad value stops Gunicorn with one
 line naming the variable.
 """
+import atexit
 import logging
 import os
 import shutil
@@ -11,6 +12,7 @@ import signal
 import sys
 import tempfile
 from functools import partial
+from pathlib import Path
 
 from config import load_settings
 
@@ -52,6 +54,18 @@ if os.path.isdir("/dev/shm"):
     worker_tmp_dir = "/dev/shm"
 
 #
+# Security: bounds on what a client may send before the app sees it (Gunicorn answers 400/431).
+#
+#   limit_request_line - longest request line (method, path, query), bytes.
+#   limit_request_fields / limit_request_field_size - most headers, longest header, bytes.
+#   A client that sends slowly holds one thread while it sends; THREADS leaves room for that,
+#   and README "Security" says what a proxy in front must do (buffer whole requests).
+#
+limit_request_line = 4094
+limit_request_fields = 64
+limit_request_field_size = 8190
+
+#
 # Server mechanics
 #
 #   preload_app - import the app in the master before forking, so workers share its code
@@ -85,12 +99,22 @@ proc_name = "speech-api"
 
 #
 # Metrics: prometheus_client's multiprocess mode needs a folder shared by all workers, named
-# in its own environment variable before any worker imports it.
+# in its own environment variable before any worker (or a preloaded app) creates a metric.
+# It is this master's own subfolder (backend/memory/multiproc.py): an operator's
+# PROMETHEUS_MULTIPROC_DIR is its parent and is never emptied, `--check-config` only makes (and
+# removes) its own, and folders left by a hard-killed master are removed here, at the next start.
 #
-_metrics_dir = str(settings.prometheus_multiproc_dir or os.path.join(tempfile.gettempdir(), f"speech-api-metrics-{os.getpid()}"))
-shutil.rmtree(_metrics_dir, ignore_errors=True)  # stale files would add dead workers' samples
-os.makedirs(_metrics_dir, exist_ok=True)
-os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
+from backend.memory import multiproc  # noqa: E402 - after the settings, and it imports no metric
+
+_master_pid = os.getpid()
+_metrics_dir = multiproc.prepare(settings.prometheus_multiproc_dir or Path(tempfile.gettempdir()), _master_pid)
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_metrics_dir)
+
+
+@atexit.register
+def _remove_metrics_dir():
+    if os.getpid() == _master_pid:  # forked workers run atexit too: only the master removes it
+        shutil.rmtree(_metrics_dir, ignore_errors=True)
 
 
 #
@@ -141,4 +165,4 @@ def child_exit(server, worker):
 
 
 def on_exit(server):
-    shutil.rmtree(_metrics_dir, ignore_errors=True)
+    _remove_metrics_dir()

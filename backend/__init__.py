@@ -1,18 +1,15 @@
 """The speech API: `create_app()` wires subsystems and builds nothing heavy."""
 from __future__ import annotations
 
-import logging
-
 from flask import Flask
 
+from backend.logs import LOG_FORMAT  # noqa: F401 - the one log format (the jobs runner imports it from here)
 from config import Settings, load_settings
-
-LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the Flask app; models are built later, by the registry, on first use."""
-    from backend import auth, errors, limits, web
+    from backend import auth, errors, limits, logs, web
     from backend.api import analysis, docs, health, metrics, models, operator, tts
     from backend.catalog import model_specs
     from backend.memory import metrics as memory_metrics
@@ -22,7 +19,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from backend.registry.peers import Peers
 
     settings = settings or load_settings()
-    _configure_logging(settings.log_level)
+    logs.configure(settings.log_level)
 
     app = Flask(__name__)
     app.config["SETTINGS"] = settings
@@ -49,10 +46,3 @@ def create_app(settings: Settings | None = None) -> Flask:
     auth.check_policies(app)
     limits.init_app(app)
     return app
-
-
-def _configure_logging(level: str) -> None:
-    root = logging.getLogger()
-    if not root.handlers:
-        logging.basicConfig(format=LOG_FORMAT)
-    logging.getLogger("backend").setLevel(level)

@@ -27,8 +27,8 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv 2>/dev/null || { apt_install python3-venv && "$PYTHON" -m venv .venv; }
 fi
 
-# The tests speak with espeak-ng (real speech to analyse); libsndfile ships inside soundfile.
-[ "$profile" = dev ] && apt_install espeak-ng
+# The tests speak with espeak-ng (real speech to analyse) and start redis-server; libsndfile ships inside soundfile.
+[ "$profile" = dev ] && apt_install espeak-ng redis-server
 # The browser tests drive Debian's Chromium through its own chromedriver (same source, same version);
 # where they cannot be installed (not Debian, no root) those tests are skipped with one line.
 if [ "$profile" = dev ]; then

@@ -17,6 +17,11 @@ logger = logging.getLogger("backend.requests")
 
 WARN_PERCENT = 80
 ERROR_PERCENT = 95
+# Metrics labels are bounded: any other method (clients may send any token) is one label, and so
+# is every path that matches no route (scanners send thousands).
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER_METHOD = "other"
+UNMATCHED_ROUTE = "unmatched"
 
 
 def init_app(app: Flask) -> None:
@@ -34,8 +39,9 @@ def _after(response: Response) -> Response:
         return response
     registry = get_registry()
     started, rss_before = g.started, g.rss_before_mb
-    endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+    endpoint = request.url_rule.rule if request.url_rule else UNMATCHED_ROUTE
     method, path, status = request.method, request.path, response.status_code
+    method_label = method if method in KNOWN_METHODS else OTHER_METHOD
 
     def _log() -> None:
         seconds = time.perf_counter() - started
@@ -44,11 +50,12 @@ def _after(response: Response) -> Response:
         budget = registry.effective_budget_mb
         percent = 100 * service / budget
         level = logging.ERROR if percent >= ERROR_PERCENT else logging.WARNING if percent >= WARN_PERCENT else logging.INFO
+        # The path is escaped by backend.logs' formatter (a decoded %0a would forge a line).
         logger.log(level, "event=request method=%s path=%s status=%d ms=%.1f rss_before_mb=%.1f rss_after_mb=%.1f "
                    "delta_mb=%+.1f service_mb=%.1f budget_mb=%.0f budget_pct=%.1f",
                    method, path, status, seconds * 1000, rss_before, rss_after, rss_after - rss_before,
                    service, budget, percent)
-        metrics.observe_request(endpoint, method, status, seconds, rss_after * readings.MB,
+        metrics.observe_request(endpoint, method_label, status, seconds, rss_after * readings.MB,
                                 service * readings.MB, budget * readings.MB)
 
     response.call_on_close(_log)
