@@ -25,7 +25,8 @@ def page_server(whisper_checkpoint, ast_checkpoint) -> Iterator[LiveServer]:
     server = LiveServer({"API_KEYS": API_KEY, "ADMIN_API_KEYS": ADMIN_KEY, "MEMORY_BUDGET_MB": "4096", "HF_HUB_OFFLINE": "1",
                          "WHISPER_MODEL": str(whisper_checkpoint), "AI_VOICE_MODEL": str(ast_checkpoint),
                          "LANGUAGE_BACKEND": "torch", "AI_VOICE_BACKEND": "torch",
-                         "INFERENCE_THREADS": "1", "TIMEOUT": "300"}, free_port())
+                         "INFERENCE_THREADS": "1", "TIMEOUT": "300",
+                         "TTS_PIECE_TOKENS": "16"}, free_port())
     try:
         server.wait_ready("/ready", timeout_s=120)
         yield server
@@ -107,13 +108,20 @@ def test_memory_panel_changes_after_a_model_loads(page) -> None:
 def test_speech_plays_from_a_stream_with_a_duration(page) -> None:
     text = by_testid(page, "tts-text")
     text.clear()
-    text.send_keys("One short sentence. And a second.")  # two pieces: a chunked stream
+    text.send_keys("One short sentence. And a second.")
     by_testid(page, "tts-submit").click()
     audio = '[data-testid="tts-audio"]'
     wait(page, lambda d: js(page, f"const a = document.querySelector('{audio}'); "
-                                  "return a.readyState >= 1 && isFinite(a.duration) && a.duration > 0.5"),
-         "the audio element never got a playable source with a duration")
+                                  "return a.dataset.chunks && a.readyState >= 1 && isFinite(a.duration) && a.duration > 0.5"),
+         "the audio element never got a playable source with a duration")  # dataset.chunks: the stream ended
     assert js(page, f"return document.querySelector('{audio}').dataset.mode") == "stream"  # MediaSource, MP3
+    # TTS_PIECE_TOKENS=16: three pieces, each sent as soon as it is synthesised. Playback began when the
+    # first had arrived, while the server was still synthesising the others.
+    wait(page, lambda d: js(page, f"return document.querySelector('{audio}').dataset.playingAfterChunks"),
+         "the audio never started playing")
+    chunks, playing_after = js(page, f"const a = document.querySelector('{audio}'); "
+                                     "return [Number(a.dataset.chunks), Number(a.dataset.playingAfterChunks)]")
+    assert chunks >= 2 and playing_after < chunks, (chunks, playing_after)
     link = by_testid(page, "tts-download")
     assert link.get_attribute("href").startswith("blob:") and link.get_attribute("download") == "speech.mp3"
     assert by_testid(page, "error-message", "#speak").get_attribute("hidden") is not None
@@ -165,6 +173,22 @@ def test_uploaded_wav_renders_the_charts(page, speech_wav, tmp_path) -> None:
     assert not js(page, "return [...document.querySelectorAll('#analyse [data-testid=error-message]')]"
                         ".some(e => !e.hidden)")
     page.screenshot("analyse")
+
+
+def test_a_recording_from_the_microphone_is_analysed(page) -> None:
+    """Chromium's fake microphone (a beep): MediaRecorder's WebM is decoded in the page and sent as WAV."""
+    js(page, "document.getElementById('language-chart').replaceChildren()")
+    record = by_testid(page, "analysis-record")
+    record.click()
+    wait(page, lambda d: int(record.get_attribute("data-chunks") or 0) >= 4, "the recorder produced no audio")
+    record.click()  # about a second recorded: stop
+    wait(page, lambda d: "Recorded" in page.driver.find_element("id", "record-status").text, "the recording never ended")
+    assert by_testid(page, "analysis-file").get_attribute("value") == ""  # the recording replaces the file
+    by_testid(page, "analysis-submit").click()
+    wait(page, lambda d: js(page, "return document.querySelectorAll('#language-chart rect.bar').length") > 0,
+         "the recording drew no language bars")
+    assert not js(page, "return [...document.querySelectorAll('#analyse [data-testid=error-message]')]"
+                        ".some(e => !e.hidden)")
 
 
 def test_animate_panel_is_hidden_without_the_endpoint(page, page_server) -> None:

@@ -6,7 +6,8 @@
 const POLL_MS = 3000;           // operator panel refresh
 const JOB_POLL_MS = 1000;       // animation job progress refresh
 const MEMORY_SAMPLES = 120;     // points kept in the memory chart (6 minutes at POLL_MS)
-const FALLBACK_FORMATS = ["mp3", "opus", "flac", "wav", "pcm"];  // only when /openapi.json is absent
+const RECORD_SLICE_MS = 250;    // the recorder hands over audio this often (the button counts the pieces)
+const FALLBACK_FORMATS = ["mp3", "opus", "flac", "wav", "pcm"];  // when /openapi.json does not list them
 const STORE = { apiKey: "speech-api.api-key", adminKey: "speech-api.admin-key" };
 const SVG_NS = "http://www.w3.org/2000/svg";
 
@@ -205,6 +206,8 @@ async function playStreaming(response, audio) {
   buffer.mode = "sequence";  // each piece is its own MP3 stream: play them one after another
   const reader = response.body.getReader();
   const parts = [];
+  // How many pieces had arrived when playback began: fewer than all = it began before synthesis ended.
+  audio.addEventListener("playing", () => { audio.dataset.playingAfterChunks = String(parts.length); }, { once: true });
   for (;;) {
     const { done, value } = await reader.read();
     if (done) break;
@@ -215,8 +218,8 @@ async function playStreaming(response, audio) {
       setStatus("tts-status", "Playing while the rest is synthesised…");
     }
   }
-  source.endOfStream();
   audio.dataset.chunks = String(parts.length);
+  source.endOfStream();
   return new Blob(parts, { type: "audio/mpeg" });
 }
 
@@ -307,7 +310,10 @@ async function toggleRecording() {
     const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
     const chunks = [];
     recorder = new MediaRecorder(stream);
-    recorder.addEventListener("dataavailable", (e) => chunks.push(e.data));
+    recorder.addEventListener("dataavailable", (e) => {
+      chunks.push(e.data);
+      button.dataset.chunks = String(chunks.length);
+    });
     recorder.addEventListener("stop", async () => {
       stream.getTracks().forEach((t) => t.stop());
       recorder = null;
@@ -324,7 +330,7 @@ async function toggleRecording() {
         showError("analysis-error", error);
       }
     });
-    recorder.start();
+    recorder.start(RECORD_SLICE_MS);
     button.textContent = "Stop recording";
     button.setAttribute("aria-pressed", "true");
     setStatus("record-status", "Recording…");
