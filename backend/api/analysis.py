@@ -20,7 +20,7 @@ from backend.api.openapi import Binary, endpoint, read_body
 from backend.api.schemas.analysis import (AiVoiceForm, AiVoiceJson, AnalysisForm, AnalysisJson, AnalysisOptions,
                                           AnalysisResult, ContractError, ContractResult, Disabled,
                                           VoiceDetectionBody, base64_audio, merge_options)
-from backend.audio.decode import DecodedAudio, decode_audio
+from backend.audio.decode import DecodedAudio, decode_audio, decode_mb, probe_audio
 from backend.auth import Policy, protect
 from backend.errors import ApiError, BadRequest, ModelDisabled, error_response, from_http_exception
 from backend.registry import get_registry
@@ -41,7 +41,7 @@ ANSWERS = {200: AnalysisResult, 503: Disabled}
           large_json=True)
 def detect_language(body: AnalysisJson | None, form: AnalysisForm | None, query: AnalysisOptions):
     """Spoken language (Whisper): top-k with probabilities."""
-    _enabled_or_raise("language")
+    _servable_or_raise("language")
     options = merge_options(body, form, query)
     audio = _decoded_upload(body)
     result = _detect_language(audio, options)
@@ -52,7 +52,7 @@ def detect_language(body: AnalysisJson | None, form: AnalysisForm | None, query:
 @endpoint(body=AiVoiceJson, form=AiVoiceForm, raw=AUDIO_BODY, responses=ANSWERS, large_json=True)
 def detect_ai_voice(body: AiVoiceJson | None, form: AiVoiceForm | None):
     """AI-generated-voice score and decision (AST classifier)."""
-    _enabled_or_raise("ai_voice")
+    _servable_or_raise("ai_voice")
     audio = _decoded_upload(body)
     result = _detect_ai_voice(audio)
     return jsonify({"status": "success", **result, "input": audio.describe()})
@@ -66,6 +66,9 @@ def analyze(body: AnalysisJson | None, form: AnalysisForm | None, query: Analysi
     registry = get_registry()
     if not registry.is_enabled("language") and not registry.is_enabled("ai_voice"):
         raise ModelDisabled("language detection and AI-voice detection are both disabled by configuration")
+    for name in ("language", "ai_voice"):
+        if registry.is_enabled(name):
+            registry.require_available(name)
     options = merge_options(body, form, query)
     audio = _decoded_upload(body)
     language = (_detect_language(audio, options) if registry.is_enabled("language")
@@ -79,7 +82,7 @@ def analyze(body: AnalysisJson | None, form: AnalysisForm | None, query: Analysi
           large_json=True)
 def voice_detection(body: VoiceDetectionBody):
     """{"language", "audioFormat", "audioBase64"} -> {"status", "language", "classification", "confidenceScore", "explanation"}."""
-    _enabled_or_raise("ai_voice")
+    _servable_or_raise("ai_voice")
     audio = _decode(base64_audio(body.audioBase64))
     result = _detect_ai_voice(audio)
     synthetic = result["is_ai_generated"]
@@ -126,6 +129,12 @@ def _enabled_or_raise(name: str) -> None:
         raise ModelDisabled(f"{what} is disabled by configuration", model=name)
 
 
+def _servable_or_raise(name: str) -> None:
+    """Enabled and its files present (503 otherwise), checked before the upload is decoded."""
+    _enabled_or_raise(name)
+    get_registry().require_available(name)
+
+
 def _disabled_slot(name: str) -> dict[str, Any]:
     return {"status": "disabled", "model": name, "message": f"{name} is disabled by configuration"}
 
@@ -161,7 +170,12 @@ def _raw_body() -> bytes:
 
 
 def _decode(data: bytes) -> DecodedAudio:
-    return decode_audio(data, max_seconds=current_app.config["SETTINGS"].max_audio_seconds)
+    """Bounds from the header first (seconds, channels, rate), then the decode's memory admitted like a model's."""
+    settings = current_app.config["SETTINGS"]
+    header = probe_audio(data, max_seconds=settings.max_audio_seconds, max_channels=settings.max_audio_channels,
+                         max_rate_hz=settings.max_audio_sample_rate)
+    with get_registry().transient("audio decode", decode_mb(header, settings.max_audio_seconds)):
+        return decode_audio(data, max_seconds=settings.max_audio_seconds)
 
 
 def _explanation(result: dict[str, Any], synthetic: bool) -> str:

@@ -6,6 +6,8 @@ libsndfile reads. Decoding streams block by block through a downmix and a soxr r
 memory is bounded by the 16 kHz mono output, and the duration limit is enforced before a
 sample is decoded (and again while decoding, for containers that misstate their length).
 
+    probe_audio(data, ...)            -> AudioHeader (rate, channels, frames) from the header, bounds checked
+    decode_mb(header, max_seconds)    -> MB decoding it will allocate (admitted against the budget first)
     decode_audio(data, max_seconds)  -> DecodedAudio (samples, source facts)
     resample(samples, from_hz, to_hz) -> float32 (soxr, high quality)
     require_analysable(samples)       -> raises unless the samples are worth analysing
@@ -31,6 +33,58 @@ MAX_SOURCE_RATE_HZ = 768_000
 MIN_AUDIO_S = 0.1  # shorter than a phoneme: nothing to analyse
 UNKNOWN_LENGTH_FRAMES = 2**62
 SILENCE_PEAK = 1e-4  # about -80 dBFS: below this everywhere, the audio is silent
+
+
+@dataclass(frozen=True)
+class AudioHeader:
+    """What an upload's header declares, read without decoding a sample."""
+
+    rate_hz: int
+    channels: int
+    frames: int  # 0 = unknown (streams that do not say)
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / self.rate_hz
+
+
+def probe_audio(data: bytes, *, max_seconds: float, max_channels: int, max_rate_hz: int) -> AudioHeader:
+    """The header's rate, channels and length, within the limits, before anything is decoded.
+
+    Raises:
+        InvalidAudio: empty, not audio, a sample rate or channel count outside the limits.
+        PayloadTooLarge: a declared length over max_seconds.
+    """
+    if not data:
+        raise InvalidAudio("no audio: the upload is empty")
+    try:
+        with sf.SoundFile(io.BytesIO(data)) as sound:
+            rate, channels = int(sound.samplerate), int(sound.channels)
+            declared = int(sound.frames) if sound.frames is not None else -1
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        raise InvalidAudio("not a recognised audio file (wav, flac, ogg/opus, mp3 ...): "
+                           f"the decoder could not read it ({_reason(exc)})") from exc
+    high = min(max_rate_hz, MAX_SOURCE_RATE_HZ)
+    if not MIN_SOURCE_RATE_HZ <= rate <= high:
+        raise InvalidAudio(f"unsupported sample rate {rate} Hz; accepted: {MIN_SOURCE_RATE_HZ}..{high} Hz "
+                           "(MAX_AUDIO_SAMPLE_RATE)")
+    if not 1 <= channels <= max_channels:
+        raise InvalidAudio(f"the audio has {channels} channels; accepted: 1..{max_channels} (MAX_AUDIO_CHANNELS)")
+    frames = declared if 0 < declared < UNKNOWN_LENGTH_FRAMES else 0
+    if frames > max_seconds * rate:
+        raise _too_long(frames / rate, max_seconds)
+    return AudioHeader(rate_hz=rate, channels=channels, frames=frames)
+
+
+def decode_mb(header: AudioHeader, max_seconds: float) -> float:
+    """Memory decoding allocates, MB: the 16 kHz mono output, one block of source frames as float32 in all
+    its channels plus its downmix, and the resampler's buffers (a block of each). Unknown lengths count
+    as max_seconds."""
+    seconds = header.seconds if header.frames else max_seconds
+    output = (seconds + 1) * SAMPLE_RATE_HZ * 4
+    block_frames = min(BLOCK_S * header.rate_hz, header.frames or BLOCK_S * header.rate_hz)
+    block = block_frames * 4 * (header.channels + 2)
+    return (output + block) / 2**20
 
 
 @dataclass(frozen=True)

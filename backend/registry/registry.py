@@ -301,6 +301,26 @@ class ModelRegistry:
                 self._jobs_mb.pop(name, None)
         self._publish_reserved()
 
+    @contextmanager
+    def transient(self, what: str, need_mb: float) -> Iterator[None]:
+        """Memory a request allocates outside any model (decoding an upload), admitted like a model's.
+
+        Idle models are evicted LRU first if that makes room; if nothing does, 503
+        memory_budget_exceeded with Retry-After, before a byte is allocated. The reservation is
+        held (and counted by every admission, in every worker) until the block ends.
+        """
+        label = f"{what}-{threading.get_ident()}-{time.monotonic_ns()}"
+        if not self.admit_job(label, need_mb):
+            budget = self.effective_budget_mb
+            raise BudgetExceeded(
+                f"{what} needs about {need_mb:.0f} MB and the {budget:.0f} MB budget has not that much free now "
+                "(models in use cannot be evicted); retry later", headers={"Retry-After": str(self.retry_after_s)},
+                needed_mb=round(need_mb, 1), budget_mb=round(budget), margin_mb=round(self.margin_mb))
+        try:
+            yield
+        finally:
+            self.reserve_job(label, 0)
+
     # --- use -----------------------------------------------------------------------------------
     def lease(self, name: str) -> Lease:
         """Check a pipeline out for one request (building it if needed); the caller must release() it."""

@@ -325,3 +325,46 @@ def test_analyze_decodes_exactly_once(client, speech_wav, monkeypatch) -> None:
     monkeypatch.setattr(analysis, "decode_audio", lambda *a, **k: calls.append(1) or real(*a, **k))
     body = client.post("/api/analyze", data=speech_wav, content_type="application/octet-stream").get_json()
     assert calls == [1] and body["language"]["language"] == "de" and "score" in body["ai_voice"]
+
+
+def _wav_header(channels: int, rate: int, data_bytes: int) -> bytes:
+    """A PCM16 WAV header declaring `channels` x `rate`, then `data_bytes` of zeros."""
+    import struct
+    block = channels * 2
+    fmt = struct.pack("<HHIIHH", 1, channels, rate, rate * block, block, 16)
+    return (b"RIFF" + struct.pack("<I", 36 + data_bytes) + b"WAVEfmt " + struct.pack("<I", 16) + fmt
+            + b"data" + struct.pack("<I", data_bytes) + b"\0" * data_bytes)
+
+
+def test_a_hostile_header_is_refused_before_decoding(client, monkeypatch) -> None:
+    """1024 channels at 768 kHz (it added 120 MB per upload): the header is read, nothing is decoded."""
+    import backend.api.analysis as analysis
+
+    monkeypatch.setattr(analysis, "decode_audio", lambda *a, **k: pytest.fail("decoded a refused upload"))
+    for channels, rate, words in ((1024, 48000, "MAX_AUDIO_CHANNELS"), (2, 768000, "MAX_AUDIO_SAMPLE_RATE")):
+        response = client.post("/api/detect-ai-voice", data=_wav_header(channels, rate, channels * 2 * 100),
+                               content_type="application/octet-stream")
+        assert response.status_code == 400 and response.json["error"]["code"] == "invalid_audio"
+        assert words in response.json["error"]["message"]
+
+
+def test_decoding_is_admitted_against_the_budget(app_factory, speech_wav, monkeypatch) -> None:
+    """No room for the decode's buffers: 503 memory_budget_exceeded before a sample is decoded; nothing reserved."""
+    import backend.api.analysis as analysis
+    from tests.conftest import budget_above_now
+
+    app = app_factory()
+    registry = get_registry(app)
+    registry.budget_mb = budget_above_now(0) - 200  # below what the process holds: nothing can be admitted
+    monkeypatch.setattr(analysis, "decode_audio", lambda *a, **k: pytest.fail("decoded without room"))
+    response = app.test_client().post("/api/detect-ai-voice", data=speech_wav, content_type="audio/wav")
+    assert response.status_code == 503 and response.json["error"]["code"] == "memory_budget_exceeded"
+    assert "audio decode" in response.json["error"]["message"] and int(response.headers["Retry-After"]) > 0
+    assert registry._jobs_mb == {}
+
+
+def test_availability_is_checked_before_the_upload_is_read(make_app) -> None:
+    """No export (offline): 503 model_unavailable, even for an upload whose header would be refused."""
+    response = make_app().test_client().post("/api/detect-language", data=_wav_header(1024, 48000, 4096),
+                                             content_type="application/octet-stream")
+    assert response.status_code == 503 and response.json["error"]["code"] == "model_unavailable"

@@ -164,3 +164,29 @@ def test_buffer_grows_when_the_length_is_unknown() -> None:
         samples = _read_mono_16k(sound, 8000, max_frames=10**9, max_seconds=600, expected_frames=0)
     assert samples.size == pytest.approx(75 * SAMPLE_RATE_HZ, abs=2)
     assert dominant_hz(samples) == pytest.approx(300, abs=2)
+
+
+def test_decode_memory_is_estimated_from_the_header() -> None:
+    from backend.audio.decode import AudioHeader, decode_mb
+
+    ten_minutes = decode_mb(AudioHeader(rate_hz=16000, channels=1, frames=600 * 16000), max_seconds=600)
+    assert 36 < ten_minutes < 38.5  # the 16 kHz output (36.7 MB) and one 4 s block
+    wide = decode_mb(AudioHeader(rate_hz=768000, channels=1024, frames=768000), max_seconds=600)
+    assert wide > 2900  # one second of 1024 channels at 768 kHz as float32: why the header is bounded first
+    unknown = decode_mb(AudioHeader(rate_hz=16000, channels=1, frames=0), max_seconds=60)
+    assert unknown == pytest.approx(decode_mb(AudioHeader(16000, 1, 60 * 16000), 60), rel=0.01)
+
+
+def test_the_probe_reads_the_header_and_applies_the_limits() -> None:
+    from backend.audio.decode import probe_audio
+
+
+    data = encode(np.zeros(16000 * 3, dtype=np.float32), 16000, "WAV")
+    header = probe_audio(data, max_seconds=10, max_channels=2, max_rate_hz=48000)
+    assert (header.rate_hz, header.channels, header.frames) == (16000, 1, 48000)
+    with pytest.raises(PayloadTooLarge):
+        probe_audio(data, max_seconds=2, max_channels=2, max_rate_hz=48000)
+    with pytest.raises(InvalidAudio, match="MAX_AUDIO_SAMPLE_RATE"):
+        probe_audio(data, max_seconds=10, max_channels=2, max_rate_hz=8000)
+    with pytest.raises(InvalidAudio, match="empty"):
+        probe_audio(b"", max_seconds=10, max_channels=2, max_rate_hz=48000)
