@@ -105,6 +105,11 @@ function svg(tag, attrs = {}, text) {
   return el;
 }
 
+// Drawn in CSS pixels of the chart's own width, so text stays legible from 360 px up.
+function widthOf(chart, fallback) {
+  return Math.max(240, Math.round(chart.getBoundingClientRect().width) || fallback);
+}
+
 function reset(chart, width, height) {
   chart.replaceChildren();
   chart.setAttribute("viewBox", `0 0 ${width} ${height}`);
@@ -117,8 +122,8 @@ function languageName(code) {
 }
 
 function drawBars(chart, rows) {  // rows: [{language, probability}]
-  const rowH = 26, labelW = 110, barW = 150;
-  reset(chart, labelW + barW + 50, rows.length * rowH + 4);
+  const rowH = 26, labelW = 110, width = Math.min(widthOf(chart, 310), 520), barW = width - labelW - 50;
+  reset(chart, width, rows.length * rowH + 4);
   rows.forEach((row, i) => {
     const y = i * rowH + 4;
     chart.append(svg("text", { x: labelW - 6, y: y + 15, class: "label", "text-anchor": "end" },
@@ -150,7 +155,8 @@ function drawGauge(chart, score, threshold) {
 }
 
 // A line over evenly spaced samples, with horizontal reference lines [{value, cls, label}].
-function drawLine(chart, values, { max, lines = [], unit = "", w = 320, h = 120 }) {
+function drawLine(chart, values, { max, lines = [], unit = "", h = 120 }) {
+  const w = widthOf(chart, 320);
   reset(chart, w, h);
   const left = 4, right = 60, top = 6, bottom = 6;
   const yMax = Math.max(max, ...values, ...lines.map((l) => l.value)) * 1.05 || 1;
@@ -536,7 +542,7 @@ function showMemory(memory, pid) {
     `${memory.admission_limit_mb} MB` + (memory.reserved_by_other_workers_mb ? `, ${memory.reserved_by_other_workers_mb} MB ` +
     "reserved by other workers" : "");
   drawLine($("memory-chart"), memorySamples, {
-    max: memory.budget_mb, unit: " MB", w: 560, h: 160,
+    max: memory.budget_mb, unit: " MB", h: 160,
     lines: [{ value: memory.budget_mb, cls: "budget", label: memory.budget_mb },
       { value: memory.admission_limit_mb, cls: "admission", label: memory.admission_limit_mb }],
   });
