@@ -423,7 +423,12 @@ async function animate(event) {
   const form = new FormData();
   form.append("image", image);
   if (audio) form.append("audio", audio); else form.append("text", text);
-  if ($("tts-voice").value) form.append("voice", $("tts-voice").value);
+  if (!audio) {
+    if ($("tts-voice").value) form.append("voice", $("tts-voice").value);
+    form.append("speed", $("tts-speed").value);
+  }
+  form.append("size", $("animate-size").value);
+  form.append("still", $("animate-still").checked ? "true" : "false");
   const button = $("animate-submit"), progress = $("animate-progress");
   button.disabled = true;
   try {
