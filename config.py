@@ -73,7 +73,7 @@ class Settings(BaseSettings):
     onnx_intra_op_spinning: bool = Field(False, description="Let ONNX Runtime's idle intra-op threads spin waiting for work: lower latency on an idle machine, wasted CPU on a shared one; false = they sleep.")
     onnx_mem_pattern: bool = Field(False, description="ONNX Runtime memory-pattern planning, for graphs with fixed input shapes only (Whisper's 30 s window, AST's 1024 frames); never used for TTS, whose shapes vary. Off until measured on real exports.")
     onnx_dir: Path | None = Field(None, description="Folder of exported ONNX models (kokoro/, whisper/, ast/ from scripts/export_onnx.py); unset = MODEL_DIR/onnx.")
-    malloc_mmap_threshold_kb: int = Field(1024, ge=0, le=32_768, description="glibc mmap threshold set when an ONNX session is made, KB (0..32768): larger activations are mmap'd and returned to the OS when freed (Kokoro synthesis peak 1.5 GB -> 0.35 GB); 0 = glibc's sliding default.")
+    malloc_mmap_threshold_kb: int = Field(1024, ge=0, le=32_768, description="glibc mmap threshold set when an ONNX session is made or an animation job starts, KB (0..32768): larger activations are mmap'd and returned to the OS when freed (Kokoro synthesis peak 1.5 GB -> 0.35 GB); 0 = glibc's sliding default.")
 
     # --- Text to speech -------------------------------------------------------------------------
     kokoro_model_dir: Path | None = Field(None, description="Local Kokoro folder (config.json, *.pth, voices/*.pt); unset = KOKORO_REPO_ID from the hub cache.")

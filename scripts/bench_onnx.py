@@ -153,7 +153,8 @@ def _worker_session(model_bytes: bytes | None, model: str, settings):
     """A session from the master's preloaded ORT-format bytes (initializers used in place), or from the file."""
     import onnxruntime as ort
 
-    from backend.pipelines.onnx_session import make_session, set_malloc_mmap_threshold
+    from backend.memory.malloc import set_malloc_mmap_threshold
+    from backend.pipelines.onnx_session import make_session
 
     if model_bytes is None:
         return make_session(model, settings)

@@ -21,42 +21,17 @@ Measured on the real Kokoro-82M int8 ONNX (scripts/bench_onnx.py, scripts/bench_
 """
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import json
 import logging
-import threading
 from pathlib import Path
 from typing import Any
 
 from backend.errors import ModelUnavailable
+from backend.memory.malloc import set_malloc_mmap_threshold
 from backend.pipelines.base import Availability, fetch_command, files_identity, files_mb
 from config import Settings
 
 logger = logging.getLogger(__name__)
-
-_M_MMAP_THRESHOLD = -3  # glibc mallopt parameter (malloc.h)
-_mallopt_lock = threading.Lock()
-_mallopt_done: int | None = None
-
-
-def set_malloc_mmap_threshold(threshold_kb: int) -> bool:
-    """Fix glibc's mmap threshold (also disables its sliding adjustment); False off glibc or when 0."""
-    global _mallopt_done
-    if threshold_kb <= 0:
-        return False
-    with _mallopt_lock:
-        if _mallopt_done == threshold_kb:
-            return True
-        try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            ok = bool(libc.mallopt(_M_MMAP_THRESHOLD, threshold_kb * 1024))
-        except (OSError, AttributeError):
-            return False
-        if ok:
-            _mallopt_done = threshold_kb
-        return ok
-
 
 def make_session(model_path: Path | str, settings: Settings, *, fixed_shapes: bool = False):
     """An InferenceSession on CPU with the configured threads and arena; memory patterns only for fixed shapes."""

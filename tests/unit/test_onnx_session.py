@@ -10,11 +10,11 @@ ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
 from backend.errors import ModelUnavailable  # noqa: E402
+from backend.memory.malloc import set_malloc_mmap_threshold  # noqa: E402
 from backend.pipelines.onnx_session import (  # noqa: E402
     exported_model_or_unavailable,
     make_run_options,
     make_session,
-    set_malloc_mmap_threshold,
 )
 
 

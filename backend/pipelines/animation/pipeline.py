@@ -246,7 +246,7 @@ class AnimationPipeline(Pipeline):
         """Face models (small, needed to validate a request); the networks are read per stage in run()."""
         import torch
 
-        from backend.pipelines.onnx_session import set_malloc_mmap_threshold
+        from backend.memory.malloc import set_malloc_mmap_threshold
 
         # each stage frees hundreds of MB of weights and activations: they must go back to the OS
         set_malloc_mmap_threshold(self.settings.malloc_mmap_threshold_kb)
