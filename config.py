@@ -113,7 +113,7 @@ class Settings(BaseSettings):
 
     # --- Limits (hostile clients) ----------------------------------------------------------------
     rate_limit: str = Field("120/minute;20/second", description="Requests per API key (else per client IP) to inference and admin routes, as flask-limiter limits ('N/second|minute|hour', ';' between); empty = no limit.")
-    redis_url: str = Field("", description="Redis URL for shared rate-limit counters (redis://host:6379/0); empty = in-memory counters per worker.")
+    redis_url: str = Field("", description="Redis URL (redis://host:6379/0) for shared rate-limit counters and, with JOBS_BACKEND=rq, the jobs queue; empty = in-memory counters per worker.")
     trusted_proxies: int = Field(0, ge=0, le=8, description="Proxies in front that append to X-Forwarded-For (Render: 1); the client IP is taken that many hops from the right. 0 = ignore the header.")
     max_queue: int = Field(4, ge=0, le=1024, description="Requests per worker that may wait for a busy model (0..1024); more get 503 model_busy at once. 0 = never wait.")
     max_json_kb: int = Field(256, ge=1, le=65_536, description="Largest JSON body without audio, KB (bodies carrying base64 audio follow MAX_UPLOAD_MB).")

@@ -138,6 +138,7 @@ def post_fork(server, worker):
 
 def post_worker_init(worker):
     from backend.memory.readings import rss_mb
+    from backend.jobs import get_jobs
     from backend.registry import get_registry
 
     registry = get_registry(worker.wsgi)
@@ -147,6 +148,7 @@ def post_worker_init(worker):
     # accepting, finishes its in-flight requests within GRACEFUL_TIMEOUT) and the master forks
     # a fresh worker, as after MAX_REQUESTS.
     registry.start_worker(root_pid=os.getppid(), recycle=partial(os.kill, worker.pid, signal.SIGTERM))
+    get_jobs(worker.wsgi).start_worker()  # local jobs: this worker's dispatcher (queued jobs survive restarts)
     worker.log.info("worker %d booted: rss %.1f MB, budget %d MB", worker.pid, rss_mb(), settings.memory_budget_mb)
 
 

@@ -9,8 +9,8 @@ from config import Settings, load_settings
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the Flask app; models are built later, by the registry, on first use."""
-    from backend import auth, errors, limits, logs, web
-    from backend.api import analysis, docs, health, metrics, models, operator, tts
+    from backend import auth, errors, jobs, limits, logs, web
+    from backend.api import analysis, animation, docs, health, metrics, models, operator, tts
     from backend.catalog import model_specs
     from backend.memory import metrics as memory_metrics
     from backend.memory import middleware
@@ -36,12 +36,13 @@ def create_app(settings: Settings | None = None) -> Flask:
         registry.register(spec)
     registry.subscribe(memory_metrics.on_registry_event)
     registry.init_app(app)
+    jobs.init_app(app, jobs.make_jobs(settings, registry))
 
     errors.init_app(app)
     middleware.init_app(app)
     # Each blueprint declares its auth policy (backend.auth.protect); a route without one stops the app here.
     for blueprint in (health.bp, health.ready_bp, docs.bp, models.bp, models.admin_bp, metrics.bp, operator.bp,
-                      tts.bp, analysis.bp, web.bp):
+                      tts.bp, analysis.bp, animation.bp, web.bp):
         app.register_blueprint(blueprint)
     auth.check_policies(app)
     limits.init_app(app)

@@ -13,7 +13,9 @@
     ├── NotFound (404 not_found)
     ├── MethodNotAllowed (405 method_not_allowed)
     ├── Conflict (409 conflict)
-    │   └── ModelInUse (409 model_in_use)  unload asked while requests use it
+    │   ├── ModelInUse (409 model_in_use)  unload asked while requests use it
+    │   ├── JobNotDone (409 job_not_done)  a job's result asked for before it is done
+    │   └── JobFinished (409 job_finished)  cancel asked for a job that already ended
     ├── PayloadTooLarge (413 payload_too_large)
     ├── UnsupportedMediaType (415 unsupported_media_type)
     ├── UnprocessableEntity (422 unprocessable_entity)
@@ -23,7 +25,8 @@
         ├── ModelDisabled (503 model_disabled)
         ├── ModelUnavailable (503 model_unavailable)  weights missing or failed to build
         ├── BudgetExceeded (503 memory_budget_exceeded)  cannot fit, sends Retry-After
-        └── ModelBusy (503 model_busy)  queue full or no slot within QUEUE_TIMEOUT_S, sends Retry-After
+        ├── ModelBusy (503 model_busy)  queue full or no slot within QUEUE_TIMEOUT_S, sends Retry-After
+        └── JobQueueFull (503 job_queue_full)  MAX_QUEUED_JOBS jobs already wait, sends Retry-After
 
 Every error, Werkzeug's 404/405/413 included, leaves as `{"error": {"code", "message", ...}}`;
 each class has its own code. `from_http_exception` is the one mapping of Werkzeug's errors.
@@ -107,6 +110,14 @@ class ModelInUse(Conflict):
     code = "model_in_use"
 
 
+class JobNotDone(Conflict):
+    code = "job_not_done"
+
+
+class JobFinished(Conflict):
+    code = "job_finished"
+
+
 class PayloadTooLarge(ApiError):
     status, code = 413, "payload_too_large"
 
@@ -145,6 +156,10 @@ class BudgetExceeded(ServiceUnavailable):
 
 class ModelBusy(ServiceUnavailable):
     code = "model_busy"
+
+
+class JobQueueFull(ServiceUnavailable):
+    code = "job_queue_full"
 
 
 _HTTP_ERRORS: dict[int, type[ApiError]] = {

@@ -226,3 +226,69 @@ def animation_settings(make_settings: Any, sadtalker_checkpoints: Path, face_mod
     return make_settings(sadtalker_checkpoint_dir=sadtalker_checkpoints, face_model_dir=face_model_dir,
                          animation_batch_size=2)
 
+
+
+# --- jobs: a real Redis for the rq backend ---------------------------------------------------------
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory) -> Iterator[str]:
+    """A private redis-server on a free loopback port for the session (Debian package redis-server)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server; scripts/setup.sh dev does it)")
+    port = free_port()
+    folder = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                             "--dir", str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    deadline = time.time() + 30
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"redis-server did not start (exit {proc.poll()})") from None
+            time.sleep(0.1)
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+class RqWorker:
+    """`python -m backend.jobs.worker` (what scripts/worker.sh runs) with the given settings; stopped by pid."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        settings_vars = {name.upper() for name in Settings.model_fields}
+        full_env = {k: v for k, v in os.environ.items() if k.upper() not in settings_vars}
+        full_env.update({"PYTHONUNBUFFERED": "1"}, **env)
+        self.log = Path(tempfile.mkstemp(prefix="rq-worker-", suffix=".log")[1])
+        self._log_file = open(self.log, "wb")
+        self.proc = subprocess.Popen([sys.executable, "-m", "backend.jobs.worker"], cwd=ROOT, env=full_env,
+                                     stdout=self._log_file, stderr=subprocess.STDOUT)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log_file.close()
+        self.log.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def rq_worker() -> Iterator[Any]:
+    workers: list[RqWorker] = []
+
+    def start(env: dict[str, str]) -> RqWorker:
+        worker = RqWorker(env)
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()

@@ -6,6 +6,7 @@ needs), whether to allocate memory (a peak to measure), to fail with a typed err
 """
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ def _wait_for(path: Path, ctx: JobContext) -> None:
 def scripted(ctx: JobContext) -> dict[str, Any]:
     options = ctx.options
     frames = int(options.get("frames", 3))
+    if options.get("pid_file"):
+        Path(options["pid_file"]).write_text(str(os.getpid()))
     ctx.progress("face", 0, 1)
     if options.get("fail") == "typed":
         raise UnprocessableEntity("detected no face in the image (scripted)")
@@ -49,3 +52,9 @@ def scripted(ctx: JobContext) -> dict[str, Any]:
             ctx.progress("encode", frame + 1, frames)
     part.rename(ctx.output_path)
     return {"frames": frames, "audio_samples": int(ctx.audio.size) if ctx.audio is not None else 0}
+
+
+def gated(ctx: JobContext) -> dict[str, Any]:
+    """`scripted`, held before its render until JOBS_DIR/gate exists (API tests cannot pass a gate option)."""
+    ctx.options = {**ctx.options, "gate": str(ctx.output_path.parent.parent / "gate")}
+    return scripted(ctx)

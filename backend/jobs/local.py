@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import psutil
 
-from backend.errors import ServiceUnavailable
+from backend.errors import JobQueueFull
 from backend.jobs.records import JobRecord, JobStore, new_job_id
 from backend.jobs.runner import AUDIO_FILE, IMAGE_FILE, RESULT_FILE, remove_inputs
 from backend.memory import readings
@@ -42,10 +42,6 @@ POLL_S = 1.0  # dispatcher and watcher period: a job starts within this of a slo
 #: a claimed job whose process never started (its worker died in between) is failed after this
 START_GRACE_S = 120.0
 MAX_RUNNING = 1  # one job at a time in the whole service: a job takes every core and ~1.1 GB
-
-
-class JobQueueFull(ServiceUnavailable):
-    code = "job_queue_full"
 
 
 def exit_reason(status: int) -> str:
@@ -108,6 +104,10 @@ class LocalJobs:
     def get(self, job_id: str) -> JobRecord | None:
         return self.store.get(job_id)
 
+    def measured_peak_mb(self, kind: str, size: int) -> float | None:
+        """The peak RSS of the last finished job of this kind and size (the next one's cost), if any."""
+        return (self.store.last_facts(kind, "size", size) or {}).get("peak_mb")
+
     def cancel(self, job_id: str) -> str | None:
         """Cancel a queued job now, ask a running one to stop at its next batch; the state after, None if unknown."""
         state = self.store.request_cancel(job_id)
@@ -119,12 +119,15 @@ class LocalJobs:
         path = self.folder / record.id / (record.result or RESULT_FILE)
         return path if record.state == "done" and path.is_file() else None
 
-    def open_result(self, record: JobRecord):
-        """The finished MP4 as a file object (None when it is gone)."""
-        path = self.result(record)
-        return path.open("rb") if path is not None else None
+    def open_result(self, record: JobRecord) -> Path | None:
+        """Where the finished MP4 is (None when it is gone): Flask sends it with ranges and an ETag."""
+        return self.result(record)
 
     # --- the dispatcher ------------------------------------------------------------------------------
+    def start_worker(self) -> None:
+        """In a freshly started Gunicorn worker: its dispatcher runs jobs queued before a restart."""
+        self.ensure_started()
+
     def ensure_started(self) -> None:
         """Start this process's dispatcher once (threads do not survive Gunicorn's fork)."""
         if self._started_pid == os.getpid():

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from backend.jobs.local import JobQueueFull, LocalJobs
+from backend.errors import JobQueueFull
+from backend.jobs.local import LocalJobs
 from backend.registry import ModelRegistry
 
 FUNCTION = "tests.job_functions:scripted"
@@ -48,8 +49,7 @@ def submit(engine: LocalJobs, **options: Any):
 
 
 def result_bytes(engine: LocalJobs, record) -> bytes:
-    with engine.open_result(record) as result:
-        return result.read()
+    return engine.open_result(record).read_bytes()
 
 
 def wait_state(engine: LocalJobs, job_id: str, *states: str, timeout_s: float = WAIT_S):
