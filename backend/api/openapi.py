@@ -267,6 +267,11 @@ def _operation(spec: Endpoint | None, policy: Policy | None, path_params: list[d
         error(403, "Refused: no key of the needed kind is configured")
     if rate_limited:
         error(429, "Too many requests from this key or client; retry after Retry-After seconds", retry_after=True)
+    # Gunicorn refuses these before the app sees the request (gunicorn_config.py's limit_request_*), in HTML.
+    responses.setdefault("414", {"description": "Request line longer than Gunicorn's limit_request_line",
+                                 "content": {"text/html": {"schema": {"type": "string"}}}})
+    responses.setdefault("431", {"description": "Too many or too large headers (limit_request_fields/_field_size)",
+                                 "content": {"text/html": {"schema": {"type": "string"}}}})
     return {**operation, "responses": responses}
 
 

@@ -368,3 +368,13 @@ def test_availability_is_checked_before_the_upload_is_read(make_app) -> None:
     response = make_app().test_client().post("/api/detect-language", data=_wav_header(1024, 48000, 4096),
                                              content_type="application/octet-stream")
     assert response.status_code == 503 and response.json["error"]["code"] == "model_unavailable"
+
+
+def test_a_chunked_upload_over_max_upload_mb_is_413_not_cut(app_factory) -> None:
+    """No Content-Length (chunked): Werkzeug's stream stopped at the limit and the cut audio was analysed (200)."""
+    client = app_factory(max_upload_mb=1).test_client()
+    body = io.BytesIO(_wav_header(1, 16000, 2 * 1024 * 1024))
+    response = client.post("/api/detect-ai-voice", input_stream=body, content_type="application/octet-stream",
+                           headers={"Transfer-Encoding": "chunked"},
+                           environ_overrides={"wsgi.input_terminated": True})  # as Gunicorn says of chunked bodies
+    assert response.status_code == 413 and response.json["error"]["code"] == "payload_too_large"

@@ -126,11 +126,11 @@ def test_a_json_body_over_max_json_kb_is_413(make_app):
     assert response.status_code == 413 and "MAX_JSON_KB" in response.json["error"]["message"]
 
 
-def test_a_chunked_upload_over_max_upload_mb_is_413_not_cut(make_app):
-    """No Content-Length (chunked): the body is read to the limit plus one byte, never silently truncated."""
-    client = make_app(max_upload_mb=1).test_client()
-    body = io.BytesIO(b"RIFF" + b"\0" * (2 * 1024 * 1024))
-    response = client.post("/api/detect-ai-voice", input_stream=body, content_type="application/octet-stream",
+def test_a_chunked_json_body_over_its_limit_is_413_not_cut(make_app):
+    """No Content-Length (chunked): read to the limit plus one byte, never silently truncated and parsed."""
+    client = make_app(max_json_kb=1).test_client()
+    body = io.BytesIO(b'{"text": "' + b"a" * 4096 + b'"}')
+    response = client.post("/api/tts", input_stream=body, content_type="application/json",
                            headers={"Transfer-Encoding": "chunked"},
                            environ_overrides={"wsgi.input_terminated": True})  # as Gunicorn says of chunked bodies
     assert response.status_code == 413 and response.json["error"]["code"] == "payload_too_large"
@@ -143,3 +143,10 @@ def test_a_1500_part_multipart_says_parts_not_size(make_app):
     assert response.status_code == 413
     message = response.json["error"]["message"]
     assert "parts" in message and "MAX_FORM_PARTS" in message and "MB" not in message
+
+
+def test_null_options_are_the_defaults(app):
+    """Found by schemathesis: `"allowed_languages": null` was a 500 (a length bound applied to None)."""
+    response = app.test_client().post("/api/detect-language", json={"top_k": None, "allowed_languages": None,
+                                                                    "audioBase64": "0"})
+    assert response.status_code == 503 and response.json["error"]["code"] == "model_unavailable"  # validated, then no export

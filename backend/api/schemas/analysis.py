@@ -34,8 +34,8 @@ def _language_codes(value: list[str] | None) -> list[str] | None:
     return codes or None
 
 
-LanguageCodes = Annotated[list[Annotated[str, StringConstraints(max_length=32)]] | None,
-                          BeforeValidator(_comma_list), Field(max_length=MAX_LANGUAGES)]
+LanguageList = Annotated[list[Annotated[str, StringConstraints(max_length=32)]], Field(max_length=MAX_LANGUAGES)]
+LanguageCodes = Annotated[LanguageList | None, BeforeValidator(_comma_list)]
 
 
 class AnalysisOptions(BaseModel):
