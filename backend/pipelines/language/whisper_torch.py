@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from backend.errors import ModelUnavailable
-from backend.pipelines.language.detector import LanguageDetector, language_codes, read_lang_to_id
+from backend.pipelines.language.detector import LanguageDetector, checkpoint_name, language_codes, read_lang_to_id
 from backend.pipelines.base import Availability
 from backend.pipelines.torch_utils import Checkpoint, apply_precision
 
@@ -67,7 +67,8 @@ class WhisperTorchPipeline(LanguageDetector):
         import torch
         from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
 
-        source = self.model_id
+        source = self.settings.whisper_model
+        self.model_id = checkpoint_name(source)  # a converted folder says which model it is
         model = CHECKPOINT.load(WhisperForConditionalGeneration, source, self.name)
         try:
             self.languages, token_ids, start_id = language_tokens(source, model)
