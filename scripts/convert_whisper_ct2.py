@@ -28,7 +28,7 @@ from scripts.ct2.whisper import (generation_config, model_config, preprocessor_c
 from scripts.fetch.sources import FetchError, sha256_file
 
 
-CONVERTER_VERSION = 2  # bump when the output changes, so existing folders are rebuilt
+CONVERTER_VERSION = 3  # bump when the output changes, so existing folders are rebuilt
 MANIFEST = "conversion.json"
 
 

@@ -21,7 +21,7 @@ admin_bp = protect(Blueprint("models_admin", __name__, url_prefix="/api/models")
 PUBLIC_FIELDS = ("name", "state", "description", "pinned", "servable", "cost_mb", "cost_source", "estimate_mb",
                  "measured_mb", "load_s", "loaded_at", "last_used", "use_count", "in_use", "loads",
                  # what the loaded pipeline says of itself, less model ids and sources (local paths)
-                 "backend", "precision", "dtype", "g2p", "voices", "languages", "sample_rate")
+                 "model_name", "accuracy", "backend", "precision", "dtype", "g2p", "voices", "languages", "sample_rate")
 
 
 def _public(row: dict[str, Any]) -> dict[str, Any]:

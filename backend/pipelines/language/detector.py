@@ -36,6 +36,7 @@ import numpy as np
 from backend.audio.decode import require_analysable
 from backend.audio.features import SAMPLE_RATE_HZ
 from backend.errors import BadRequest
+from backend.pipelines.base import public_model_name
 from backend.pipelines.windows import WindowedClassifier, WindowLogits, Windows, softmax
 from config import Settings
 
@@ -125,7 +126,8 @@ class LanguageDetector(WindowedClassifier):
         }
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.backend, "model": self.model_id, "languages": len(self.languages)}
+        return {"backend": self.backend, "model": self.model_id, "model_name": public_model_name(self.model_id),
+                "languages": len(self.languages)}
 
     # --- helpers ----------------------------------------------------------------------------
     def _known(self, allowed: list[str] | None) -> list[str] | None:
