@@ -1,11 +1,14 @@
 # syntax=docker/dockerfile:1
 # Two images from one file:
 #   docker build -t speech-api .                 lean (default): ONNX Runtime only, fits 512 MB
-#   docker build --target full -t speech-api .   full: torch reference backend + ONNX Runtime
+#   docker build --target full -t speech-api .   full: torch reference backend + ONNX Runtime, and the
+#                                                animation jobs worker (`python -m backend.jobs.worker`)
+#   docker build --build-arg IMAGE=full .        the same as --target full (render.yaml's worker sets IMAGE)
 # Both run `gunicorn -c gunicorn_config.py backend.wsgi:app` as a non-root user; settings come
 # from the environment (see README.md).
 
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
+ARG IMAGE=lean
 
 # --- base: what every stage shares ------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS base
@@ -63,3 +66,6 @@ USER app
 ENV PORT=8080 BACKEND=onnx MODEL_DIR=/app/models
 EXPOSE 8080
 CMD ["sh", "-c", "exec gunicorn -c gunicorn_config.py backend.wsgi:app"]
+
+# --- the image built without --target: lean, or full with --build-arg IMAGE=full -------------------
+FROM ${IMAGE} AS image
