@@ -149,5 +149,11 @@ def model_specs(settings: Settings) -> list[ModelSpec]:
             description=f"{family.description} ({backend})", max_concurrency=settings.model_concurrency,
             availability=partial(_availability, family.name, backend, settings),
             import_runtime=partial(_import_runtime, family.name, backend, settings),
-            cost_key=partial(cost_key, family, backend, settings)))
+            cost_key=partial(cost_key, family, backend, settings),
+            runs_elsewhere=_runs_elsewhere(family.name, settings)))
     return specs
+
+
+def _runs_elsewhere(name: str, settings: Settings) -> str:
+    """Animation with JOBS_BACKEND=rq runs on a jobs worker (backend.jobs.rq): this service only enqueues."""
+    return "an RQ jobs worker (JOBS_BACKEND=rq)" if name == "animation" and settings.jobs_backend == "rq" else ""

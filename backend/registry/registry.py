@@ -250,6 +250,9 @@ class ModelRegistry:
                 rows.append({**row, "servable": False, "reason": "disabled by configuration",
                              "fix": f"add {name} to ENABLED_MODELS (and its ENABLE_* switch)"})
                 continue
+            if e.spec.runs_elsewhere:
+                rows.append({**row, "servable": True, "source": e.spec.runs_elsewhere})
+                continue
             availability = self._availability(e)
             if not availability.servable:
                 rows.append({**row, "servable": False, "reason": availability.reason, "fix": availability.fix})

@@ -53,6 +53,9 @@ class ModelSpec:
     #: names what the measured costs are shared under (model files, backend, cost settings); "" = this
     #: process only (fakes)
     cost_key: Callable[[], str] | None = None
+    #: where it runs instead of this service (animation with JOBS_BACKEND=rq: "an RQ jobs worker");
+    #: "" = here. /ready then reports it servable there and judges neither its files nor its cost.
+    runs_elsewhere: str = ""
 
 
 def fixed_estimate(mb: float) -> Callable[[], Estimate]:

@@ -42,3 +42,14 @@ def test_job_ever_fits_against_the_budget(registry_factory):
     assert fits and free >= 200
     fits, free = registry.job_ever_fits(1100)
     assert not fits and free < 1100
+
+
+def test_with_rq_jobs_the_web_service_reports_animation_servable_by_the_worker(make_settings):
+    from backend import create_app
+    from backend.registry import get_registry
+
+    local = {row["name"]: row for row in get_registry(create_app(make_settings(memory_budget_mb=512))).readiness()}
+    assert not local["animation"]["servable"]  # no checkpoints here, and ~1.1 GB never fits 512 MB
+    app = create_app(make_settings(memory_budget_mb=512, jobs_backend="rq", redis_url="redis://127.0.0.1:1/0"))
+    rows = {row["name"]: row for row in get_registry(app).readiness()}
+    assert rows["animation"]["servable"] and "RQ jobs worker" in rows["animation"]["source"]
