@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     enable_tts: bool = Field(True, description="Serve text-to-speech (false turns the pipeline off cleanly).")
     enable_language_detection: bool = Field(True, description="Serve spoken-language detection.")
     enable_ai_voice_detection: bool = Field(True, description="Serve AI-generated-voice detection.")
+    enable_animation: bool | None = Field(None, description="Serve talking-head animation; unset = on when SADTALKER_CHECKPOINT_DIR is set or JOBS_BACKEND=rq (a worker has the files), so a service without checkpoints is not held unready by it.")
     preload_models: CommaList = Field([], description="Comma list of pipelines built in each worker at start and never evicted (pinned).")
     backend: Literal["torch", "onnx"] = Field("onnx", description="Inference backend for every pipeline: onnx (lean, fits 512 MB) or torch (the reference and exporter; needs several GB).")
     tts_backend: Literal["", "torch", "onnx"] = Field("", description="Backend for tts only; empty = BACKEND.")
@@ -99,7 +100,7 @@ class Settings(BaseSettings):
 
     # --- Animation (SadTalker) --------------------------------------------------------------------
     animation_backend: Literal["torch"] = Field("torch", description="Backend for animation: torch only (SadTalker has no ONNX export here).")
-    sadtalker_checkpoint_dir: Path | None = Field(None, description="Folder of the official SadTalker v0.0.2-rc files (SadTalker_V0.0.2_256/512.safetensors, mapping_00229/00109-model.pth.tar); unset = animation unavailable (503 naming the files).")
+    sadtalker_checkpoint_dir: Path | None = Field(None, description="Folder of the official SadTalker v0.0.2-rc files (SadTalker_V0.0.2_256/512.safetensors, mapping_00229/00109-model.pth.tar); setting it turns animation on (ENABLE_ANIMATION); a folder missing files answers 503 naming them.")
     face_model_dir: Path | None = Field(None, description="Folder of the face detector and mesh (.tflite, from `python -m scripts.fetch_face_assets models`); unset = MODEL_DIR/face.")
     max_image_pixels: int = Field(16_000_000, ge=1, le=1_000_000_000, description="Largest portrait accepted for animation, pixels (width x height); larger is refused from the image header, before decoding (413).")
     max_animation_seconds: int = Field(60, ge=1, le=3600, description="Longest speech accepted for animation, seconds (413 above it); the job's time grows with it (25 frames per second).")
@@ -165,13 +166,20 @@ class Settings(BaseSettings):
     def model_enabled(self, name: str) -> bool:
         """A pipeline is served when it is in ENABLED_MODELS and its own switch is on."""
         switch = {"tts": self.enable_tts, "language": self.enable_language_detection,
-                  "ai_voice": self.enable_ai_voice_detection}
+                  "ai_voice": self.enable_ai_voice_detection, "animation": self.animation_switch}
         return name in self.enabled_models and switch.get(name, True)
 
     @property
     def onnx_root(self) -> Path:
         """Where the onnx backend looks for exported models."""
         return self.onnx_dir or self.model_dir / "onnx"
+
+    @property
+    def animation_switch(self) -> bool:
+        """ENABLE_ANIMATION, or when unset: on once there are checkpoints here or a worker elsewhere."""
+        if self.enable_animation is not None:
+            return self.enable_animation
+        return self.sadtalker_checkpoint_dir is not None or self.jobs_backend == "rq"
 
     @property
     def face_model_root(self) -> Path:

@@ -39,7 +39,7 @@ def test_ready_is_503_while_an_enabled_model_can_never_be_served(make_app):
     """Offline with no export, language detection can never be served: /ready says so and how to fix it."""
     body = make_app(memory_budget_mb=16384).test_client().get("/ready")
     assert body.status_code == 503 and body.json["status"] == "unservable"
-    assert body.json["unservable"] == ["language", "ai_voice", "animation"]
+    assert body.json["unservable"] == ["language", "ai_voice"]
     language = body.json["models"]["language"]
     assert "no exported whisper model" in language["reason"] and "fetch_models.py --models language" in language["fix"]
 

@@ -46,7 +46,7 @@ def test_an_empty_environment_speaks_to_the_official_openai_client(live_server) 
     alloy = next(a for a in voices["aliases"] if a["name"] == "alloy")
     assert alloy == {"name": "alloy", "voice": "af_alloy", "installed": False, "speaks": "jf_alpha"}
     ready = requests.get(server.url + "/ready", timeout=10).json()
-    assert ready["models"]["tts"]["servable"] and ready["unservable"] == ["language", "ai_voice", "animation"]
+    assert ready["models"]["tts"]["servable"] and ready["unservable"] == ["language", "ai_voice"]
     assert "fetch_models.py --models language" in ready["models"]["language"]["fix"]
     assert "model language: NOT servable" in server.output() and "model tts: servable" in server.output()
 
