@@ -270,6 +270,7 @@ async function speak(event) {
   const format = $("tts-format").value;
   button.disabled = true;
   setStatus("tts-status", "Synthesising…");
+  if (audio.src.startsWith("blob:")) URL.revokeObjectURL(audio.src);  // the previous answer's stream or file
   try {
     const response = await api("/api/tts", {
       method: "POST", headers: { "Content-Type": "application/json" },
@@ -294,7 +295,8 @@ async function speak(event) {
     link.href = URL.createObjectURL(file);
     link.download = `speech.${EXTENSIONS[format] || format}`;
     link.textContent = `Download ${format.toUpperCase()} (${(file.size / 1024).toFixed(0)} KB)`;
-    $("tts-voice-used").textContent = `Voice: ${response.headers.get("X-Voice") || "?"}`;
+    const spoke = response.headers.get("X-Voice"), asked = response.headers.get("X-Voice-Requested");
+    $("tts-voice-used").textContent = `Voice: ${spoke || "?"}${asked && asked !== spoke ? ` (asked for ${asked})` : ""}`;
     setStatus("tts-status", "Done.");
   } catch (error) {
     setStatus("tts-status", "");
