@@ -15,14 +15,11 @@ from pathlib import Path
 from flask import Blueprint, Response
 
 from backend.api.openapi import Binary, endpoint
-from backend.api.schemas.common import ErrorEnvelope
 from backend.auth import Policy, protect
-from backend.errors import NotFound
 
 bp = protect(Blueprint("web", __name__), Policy.OPEN)
 
 STATIC = Path(__file__).parent / "static"
-ASSETS = {"app.js": "text/javascript", "style.css": "text/css"}  # what /ui/ serves, nothing else
 # Everything from this origin; media also from the blob: URLs the page makes (MediaSource, recorded
 # audio); no inline script or style, no plugins, no framing, forms post nowhere else.
 CONTENT_SECURITY_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
@@ -37,13 +34,18 @@ def index() -> Response:
     return _file("index.html", "text/html")
 
 
-@bp.get("/ui/<name>")
-@endpoint(responses={200: Binary(tuple(ASSETS.values()), "the page's script or stylesheet"), 404: ErrorEnvelope})
-def asset(name: str) -> Response:
-    """The page's script and stylesheet."""
-    if name not in ASSETS:
-        raise NotFound(f"no page file named {name!r}")
-    return _file(name, ASSETS[name])
+@bp.get("/ui/app.js")
+@endpoint(responses={200: Binary(("text/javascript",), "the page's script")})
+def script() -> Response:
+    """The page's script."""
+    return _file("app.js", "text/javascript")
+
+
+@bp.get("/ui/style.css")
+@endpoint(responses={200: Binary(("text/css",), "the page's stylesheet")})
+def stylesheet() -> Response:
+    """The page's stylesheet."""
+    return _file("style.css", "text/css")
 
 
 def _file(name: str, mimetype: str) -> Response:
