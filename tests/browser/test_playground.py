@@ -16,17 +16,22 @@ from tests.conftest import LiveServer, free_port
 
 API_KEY = "browser-test-key"
 ADMIN_KEY = "browser-admin-key"
+RENDER_WAIT_S = 600  # one render batch on random weights: ~20 s per frame on 2 loaded cores
 WAIT_S = 120  # upper bound for a model build + request on two loaded cores; conditions end waits early
 
 
 @pytest.fixture(scope="module")
-def page_server(whisper_checkpoint, ast_checkpoint) -> Iterator[LiveServer]:
-    """Gunicorn with the real packaged Kokoro int8 ONNX and the tiny random Whisper and AST (torch)."""
+def page_server(whisper_checkpoint, ast_checkpoint, sadtalker_checkpoints, face_model_dir,
+                tmp_path_factory) -> Iterator[LiveServer]:
+    """Gunicorn with the real packaged Kokoro int8 ONNX, the tiny random Whisper and AST (torch), and our
+    SadTalker on random weights (the integration tests' session fixtures: built once per run)."""
     server = LiveServer({"API_KEYS": API_KEY, "ADMIN_API_KEYS": ADMIN_KEY, "MEMORY_BUDGET_MB": "4096", "HF_HUB_OFFLINE": "1",
                          "WHISPER_MODEL": str(whisper_checkpoint), "AI_VOICE_MODEL": str(ast_checkpoint),
                          "LANGUAGE_BACKEND": "torch", "AI_VOICE_BACKEND": "torch",
                          "INFERENCE_THREADS": "1", "TIMEOUT": "300",
-                         "TTS_PIECE_TOKENS": "16"}, free_port())
+                         "TTS_PIECE_TOKENS": "16", "SADTALKER_CHECKPOINT_DIR": str(sadtalker_checkpoints),
+                         "FACE_MODEL_DIR": str(face_model_dir), "ANIMATION_BATCH_SIZE": "2",
+                         "JOBS_DIR": str(tmp_path_factory.mktemp("jobs"))}, free_port())
     try:
         server.wait_ready("/ready", timeout_s=120)
         yield server
@@ -193,10 +198,57 @@ def test_a_recording_from_the_microphone_is_analysed(page) -> None:
                         ".some(e => !e.hidden)")
 
 
-def test_animate_panel_is_hidden_without_the_endpoint(page, page_server) -> None:
-    document = requests.get(page_server.url + "/openapi.json", timeout=10)
-    has_animate = document.ok and "/api/animate" in document.json().get("paths", {})
+def test_animate_panel_is_shown_once_the_server_has_the_endpoint(page, page_server) -> None:
+    document = requests.get(page_server.url + "/openapi.json", timeout=10).json()
+    has_animate = "/api/animate" in document["paths"]
     assert js(page, "return document.getElementById('animate').hidden") is (not has_animate)
+    if not has_animate:
+        pytest.skip("this server has no /api/animate: the panel stays hidden")
+
+
+def _animate(page, image, audio) -> None:
+    for testid, path in (("animate-image", image), ("animate-audio", audio)):
+        field = by_testid(page, testid)
+        field.clear()
+        field.send_keys(str(path))
+    by_testid(page, "animate-submit").click()
+
+
+@pytest.fixture
+def animation_inputs(test_images, tmp_path):
+    import soundfile
+
+    from scripts.checkpoints.sadtalker import speech_like
+    paths = {"portrait": tmp_path / "astronaut.png", "cat": tmp_path / "chelsea.png", "speech": tmp_path / "speech.wav"}
+    paths["portrait"].write_bytes(test_images["astronaut"])
+    paths["cat"].write_bytes(test_images["chelsea"])
+    soundfile.write(paths["speech"], speech_like(0.08), 16_000, subtype="PCM_16")  # 2 frames: one render batch
+    return paths
+
+
+def test_animate_panel_says_why_a_job_failed(page, animation_inputs) -> None:
+    """A cat (no human face): the job is queued, polled through /api/jobs/<id>, fails in its first stage."""
+    if js(page, "return document.getElementById('animate').hidden"):
+        pytest.skip("this server has no /api/animate")
+    _animate(page, animation_inputs["cat"], animation_inputs["speech"])
+    error = by_testid(page, "error-message", "#animate")
+    wait(page, lambda d: error.is_displayed(), "the failed job showed no error", timeout_s=RENDER_WAIT_S)
+    assert re.fullmatch(r"[A-Z][^{}]+[.!?]", error.text) and "face" in error.text.lower(), error.text
+
+
+@pytest.mark.slow  # one render on random weights (~90 s on 2 loaded cores); tests/integration renders by HTTP
+def test_animate_panel_follows_a_job_to_a_playing_video(page, animation_inputs) -> None:
+    """A portrait and 2 frames of speech: progress from /api/jobs/<id>, then the MP4 plays in the page."""
+    if js(page, "return document.getElementById('animate').hidden"):
+        pytest.skip("this server has no /api/animate")
+    _animate(page, animation_inputs["portrait"], animation_inputs["speech"])
+    video = '[data-testid="animate-video"]'
+    wait(page, lambda d: js(page, f"const v = document.querySelector('{video}'); "
+                                  "return !v.hidden && v.readyState >= 1 && v.duration > 0"),
+         "the finished job's video never became playable", timeout_s=RENDER_WAIT_S)
+    assert js(page, "return document.querySelector('[data-testid=animate-progress]').value") == 100
+    assert not by_testid(page, "error-message", "#animate").is_displayed()
+    page.screenshot("animate")
 
 
 def test_every_control_is_labelled_and_reachable_by_keyboard(page) -> None:

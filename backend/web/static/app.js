@@ -256,11 +256,25 @@ async function loadVoices() {
   }
 }
 
-async function loadFormats() {
+// What /api/tts accepts, from the API document: formats, and the options this server has.
+async function loadSpeechOptions() {
   const doc = await openApi();
   const formats = (doc && enumOf(doc, requestField(doc, "/api/tts", "format"))) || FALLBACK_FORMATS;
-  const select = $("tts-format");
-  select.replaceChildren(...formats.map((f) => new Option(f, f, false, f === "mp3")));
+  $("tts-format").replaceChildren(...formats.map((f) => new Option(f, f, false, f === "mp3")));
+  const inputTypes = doc && enumOf(doc, requestField(doc, "/api/tts", "input_type"));
+  if (inputTypes) {
+    $("tts-input-type").replaceChildren(...inputTypes.map((t) => new Option(t, t, false, t === "text")));
+    $("tts-input-type-field").hidden = false;
+  }
+  $("tts-normalize-field").hidden = !(doc && requestField(doc, "/api/tts", "normalize"));
+}
+
+function speechBody(format) {
+  const body = { text: $("tts-text").value, voice: $("tts-voice").value || undefined,
+    speed: Number($("tts-speed").value), format };
+  if (!$("tts-input-type-field").hidden) body.input_type = $("tts-input-type").value;
+  if (!$("tts-normalize-field").hidden) body.normalize = $("tts-normalize").checked;
+  return body;
 }
 
 async function speak(event) {
@@ -270,12 +284,11 @@ async function speak(event) {
   const format = $("tts-format").value;
   button.disabled = true;
   setStatus("tts-status", "Synthesising…");
-  if (audio.src.startsWith("blob:")) URL.revokeObjectURL(audio.src);  // the previous answer's stream or file
+  const previous = audio.src;  // the previous answer's stream or file: freed once replaced
   try {
     const response = await api("/api/tts", {
       method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ text: $("tts-text").value, voice: $("tts-voice").value || undefined,
-        speed: Number($("tts-speed").value), format }),
+      body: JSON.stringify(speechBody(format)),
     });
     $("tts-result").hidden = false;
     const streamable = format === "mp3" && window.MediaSource && MediaSource.isTypeSupported("audio/mpeg") && response.body;
@@ -290,6 +303,7 @@ async function speak(event) {
       audio.src = URL.createObjectURL(format === "pcm" ? wavFromPcm16(await file.arrayBuffer(), rate) : file);
       audio.play().catch(() => {});
     }
+    if (previous.startsWith("blob:")) URL.revokeObjectURL(previous);
     const link = $("tts-download");
     if (link.href) URL.revokeObjectURL(link.href);
     link.href = URL.createObjectURL(file);
@@ -457,7 +471,10 @@ async function followJob(job, progress) {
     progress.value = p.percent || 0;
     const eta = p.eta_s ? `, about ${Math.ceil(p.eta_s)} s left` : "";
     setStatus("animate-status", `${status.state}${p.stage ? ": " + p.stage : ""} ${p.done ?? ""}/${p.total ?? ""}${eta}`);
-    if (status.state === "done") return (await api(job.result_url)).blob();
+    if (status.state === "done") {
+      progress.value = 100;
+      return (await api(job.result_url)).blob();
+    }
     if (status.state === "failed" || status.state === "cancelled") {
       const error = status.error && (status.error.message || status.error);
       throw new ApiError(sentence(error || `the job was ${status.state}`));
@@ -608,7 +625,11 @@ document.addEventListener("DOMContentLoaded", () => {
   }
   document.addEventListener("visibilitychange", () => { if (!document.hidden) refreshOperator(); });
   loadVoices();
-  loadFormats();
+  loadSpeechOptions();
+  $("tts-audio").addEventListener("error", () => {  // 3: cannot decode, 4: format not supported (not aborts)
+    const code = $("tts-audio").error && $("tts-audio").error.code;
+    if (code >= 3) showError("tts-error", new ApiError("This browser cannot play this audio; the download link has the file."));
+  });
   detectAnimation();
   refreshOperator();
 });
