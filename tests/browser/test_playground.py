@@ -200,8 +200,11 @@ def test_a_recording_from_the_microphone_is_analysed(page) -> None:
 
 def test_animate_panel_is_shown_once_the_server_has_the_endpoint(page, page_server) -> None:
     document = requests.get(page_server.url + "/openapi.json", timeout=10).json()
-    has_animate = "/api/animate" in document["paths"]
-    assert js(page, "return document.getElementById('animate').hidden") is (not has_animate)
+    operator = requests.get(page_server.url + "/api/operator", timeout=10).json()
+    animation = next((m for m in operator["models"] if m["name"] == "animation"), None)
+    has_animate = "/api/animate" in document["paths"] and animation is not None and animation["state"] != "disabled"
+    wait(page, lambda d: js(page, "return document.getElementById('animate').hidden") is (not has_animate),
+         "the Animate panel is not shown exactly when the server animates")
     if not has_animate:
         pytest.skip("this server has no /api/animate: the panel stays hidden")
 

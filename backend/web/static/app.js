@@ -420,12 +420,18 @@ function showAiVoice(result) {
 }
 
 // --- Animate (shown only when the server has /api/animate) -----------------------------------------
+// Shown when the server has /api/animate and its animation model is not disabled by configuration.
+const animation = { endpoint: false, disabled: false };
+function showAnimation() {
+  const shown = animation.endpoint && !animation.disabled;
+  $("animate").hidden = $("animate-link").hidden = !shown;
+}
+
 async function detectAnimation() {
   const doc = await openApi();
-  const present = doc ? Boolean(doc.paths && doc.paths["/api/animate"]) : false;
-  $("animate").hidden = !present;
-  $("animate-link").hidden = !present;
+  animation.endpoint = Boolean(doc && doc.paths && doc.paths["/api/animate"]);
   $("openapi-link").hidden = !doc;
+  showAnimation();
 }
 
 async function animate(event) {
@@ -544,6 +550,9 @@ function modelRow(name) {
 }
 
 function showModels(models) {
+  const row = models.find((m) => m.name === "animation");
+  animation.disabled = Boolean(row && row.state === "disabled");
+  showAnimation();
   for (const m of models) {
     const cells = modelRow(m.name);
     modelRows.get(m.name).row.dataset.state = m.state;
