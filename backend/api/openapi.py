@@ -111,7 +111,12 @@ def _form_fields(max_parts: int) -> dict[str, str]:
     try:
         return request.form.to_dict()
     except RequestEntityTooLarge:
-        if (request.content_length or 0) > (current_app.config["MAX_CONTENT_LENGTH"] or 0):
+        limit = current_app.config["MAX_CONTENT_LENGTH"] or 0
+        if request.content_length is None:  # chunked: Werkzeug says the same for either limit
+            raise PayloadTooLarge(f"the multipart body is larger than {limit // 2**20} MB (MAX_UPLOAD_MB) or has "
+                                  f"more than {max_parts} parts (MAX_FORM_PARTS)", limit_parts=max_parts,
+                                  limit_mb=limit // 2**20) from None
+        if request.content_length > limit:
             raise
         raise PayloadTooLarge(f"the multipart body has more than {max_parts} parts (MAX_FORM_PARTS)",
                               limit_parts=max_parts) from None

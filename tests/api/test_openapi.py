@@ -150,3 +150,14 @@ def test_null_options_are_the_defaults(app):
     response = app.test_client().post("/api/detect-language", json={"top_k": None, "allowed_languages": None,
                                                                     "audioBase64": "0"})
     assert response.status_code == 503 and response.json["error"]["code"] == "model_unavailable"  # validated, then no export
+
+
+def test_a_chunked_multipart_over_max_upload_mb_is_413_naming_the_limits(make_app):
+    """Chunked multipart: Werkzeug gives one 413 for size and for parts, so the message names both limits."""
+    body = (b"--b\r\nContent-Disposition: form-data; name=\"top_k\"\r\n\r\n" + b"1" * (2 * 2**20)
+            + b"\r\n--b--\r\n")
+    client = make_app(max_upload_mb=1).test_client()
+    response = client.post("/api/detect-ai-voice", input_stream=io.BytesIO(body),
+                           content_type="multipart/form-data; boundary=b", headers={"Transfer-Encoding": "chunked"},
+                           environ_overrides={"wsgi.input_terminated": True})
+    assert response.status_code == 413 and "MAX_UPLOAD_MB" in response.json["error"]["message"]
