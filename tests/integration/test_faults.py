@@ -121,3 +121,13 @@ def test_a_busy_model_says_when_to_retry(live_server):
     assert int(refused.headers["Retry-After"]) > 0
     thread.join(HANG_S)
     assert results == [200]
+
+
+def test_gunicorn_bounds_the_request_line_and_headers(live_server):
+    """gunicorn_config.py's limit_request_*: 414 and 431 before the app, both in /openapi.json."""
+    server = live_server({"FAKE_MODELS_MB": "tts=20"}, app=APP)
+    assert requests.get(server.url + "/health?q=" + "a" * 5000, timeout=HANG_S).status_code == 414
+    many = {f"X-H{i}": "v" for i in range(70)}
+    assert requests.get(server.url + "/health", headers=many, timeout=HANG_S).status_code == 431
+    assert requests.get(server.url + "/health", headers={"X-Big": "v" * 9000}, timeout=HANG_S).status_code == 431
+    assert requests.get(server.url + "/health", timeout=HANG_S).status_code == 200
