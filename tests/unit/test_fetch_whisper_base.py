@@ -52,3 +52,19 @@ def test_offline_provisioning_converts_pypi_whisper_base_and_every_answer_names_
     assert body["model"] == packages.NAME, body
     listed = {row["name"]: row for row in client.get("/api/models").get_json()["models"]}
     assert listed["language"]["model_name"] == packages.NAME
+
+
+def test_the_torch_backend_falls_back_to_the_converted_whisper_base_only_with_whisper_model_unset(
+        make_settings, tmp_path, monkeypatch) -> None:
+    from backend.pipelines.language import whisper_torch
+
+    monkeypatch.setattr(whisper_torch, "hub_cache_folder", lambda repo_id: None)  # openai/whisper-tiny not cached
+    settings = make_settings(model_dir=tmp_path)
+    assert whisper_torch.whisper_source(settings) == "openai/whisper-tiny"  # nothing converted: the default
+    (tmp_path / "whisper-base").mkdir()
+    (tmp_path / "whisper-base" / "conversion.json").write_text("{}")
+    assert whisper_torch.whisper_source(settings) == str(tmp_path / "whisper-base")
+    assert whisper_torch.whisper_source(make_settings(model_dir=tmp_path, whisper_model="openai/whisper-small")) \
+        == "openai/whisper-small"  # the operator's choice is never swapped
+    monkeypatch.setattr(whisper_torch, "hub_cache_folder", lambda repo_id: tmp_path)  # cached: the hub default
+    assert whisper_torch.whisper_source(settings) == "openai/whisper-tiny"

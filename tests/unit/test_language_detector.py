@@ -121,4 +121,5 @@ def test_unanalysable_audio(make_settings, audio, error) -> None:
 def test_model_id_comes_from_settings(make_settings) -> None:
     detector = ScriptedDetector(make_settings(whisper_model="/models/whisper-tiny"), [[0, 0, 0]])
     assert detector({"audio": voice(1)})["model"] == "/models/whisper-tiny"
-    assert detector.describe() == {"backend": "scripted", "model": "/models/whisper-tiny", "languages": 3}
+    assert detector.describe() == {"backend": "scripted", "model": "/models/whisper-tiny",
+                                   "model_name": "local folder whisper-tiny", "languages": 3}  # public: no path

