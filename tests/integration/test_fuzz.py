@@ -21,6 +21,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:At least one mel filter has all 
 pytest.importorskip("torch")  # the tiny checkpoints run on the torch backend
 FUZZ_MAX_TIME_S = 80
 ADMIN_KEY = "fuzz-admin-key"
+# One schemathesis worker: with two, hypothesis parses lambda sources with `ast` in both threads and
+# CPython 3.11 can fail that ("AST constructor recursion depth mismatch"): an error of the tool, not the server.
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
 
 
@@ -36,7 +38,7 @@ def test_schemathesis_finds_no_server_error_and_no_undocumented_answer(live_serv
     result = subprocess.run(
         [str(schemathesis), "--config-file", str(ROOT / "tests/integration/schemathesis.toml"), "--no-color",
          "run", f"{server.url}/openapi.json", "--checks", CHECKS, "-H", f"x-api-key: {ADMIN_KEY}",
-         "--phases", "coverage,fuzzing", "--max-examples", "5", "--seed", "12", "--workers", "2",
+         "--phases", "coverage,fuzzing", "--max-examples", "5", "--seed", "12", "--workers", "1",
          "--request-timeout", "60", "--max-time", str(FUZZ_MAX_TIME_S), "--suppress-health-check", "all",
          "--report", "junit", "--report-dir", str(tmp_path)],
         cwd=tmp_path, capture_output=True, text=True, timeout=FUZZ_MAX_TIME_S + 120)  # its cache stays out of the checkout
