@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     memory_margin_mb: int = Field(48, ge=0, le=65_536, description="Head-room kept free below the budget for request transients, MB; 0 = none.")
     model_ttl_s: int = Field(300, ge=-1, le=604_800, description="Seconds an idle model stays loaded; 0 = unload after each use, -1 = never unload.")
     model_concurrency: int = Field(1, ge=1, le=64, description="Requests one worker runs through the same model at once (1..64); more queue. Each holds its own activations (a Kokoro piece: ~150 MB).")
-    queue_timeout_s: int = Field(30, ge=0, le=3600, description="Seconds a request waits for a busy model before 503 model_busy; 0 = refuse at once.")
+    queue_timeout_s: int = Field(30, ge=0, le=3600, description="Seconds a request waits for a busy model (then 503 model_busy), and a build for the models in use it must evict to fit (then 503 memory_budget_exceeded); 0 = refuse at once.")
     retry_after_s: int = Field(30, ge=1, le=3600, description="Seconds sent in Retry-After when a model cannot fit the budget now.")
 
     # --- Models -------------------------------------------------------------------------------

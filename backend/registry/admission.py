@@ -17,7 +17,8 @@ from enum import Enum
 class Outcome(str, Enum):
     FITS = "fits"  # build now
     EVICT = "evict"  # build once enough of `victims` are unloaded, least recently used first
-    REFUSE = "refuse"  # cannot fit even with every idle model evicted
+    WAIT = "wait"  # fits once `victims`, models in use now, go idle and are evicted with every idle one
+    REFUSE = "refuse"  # cannot fit even with every unpinned model evicted
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,9 @@ def admit(models: Iterable[ModelFigures], *, name: str, need_mb: float, used_mb:
     for their loaded models' next requests (it counts as used, and none of it can be evicted from
     here). Idle, unpinned, loaded models other than `name` are the only candidates for eviction;
     models in use are never evicted. EVICT is answered only when evicting every candidate would
-    make room, so nothing is unloaded in vain.
+    make room, so nothing is unloaded in vain. When only models in use stand in the way, WAIT
+    names the fewest of them (least recently used first) whose going idle would make room: the
+    caller may wait for them to finish rather than refuse a model that fits in turn.
     """
     others = [m for m in models if m.name != name and m.loaded]
     used = used_mb + reserved_mb + sum(m.headroom_mb for m in others)
@@ -64,6 +67,12 @@ def admit(models: Iterable[ModelFigures], *, name: str, need_mb: float, used_mb:
     reclaimable = sum(m.resident_mb + m.headroom_mb for m in victims)
     if used - reclaimable + need_mb <= limit_mb:
         return Admission(Outcome.EVICT, used, free, tuple(m.name for m in victims))
+    waited_for: list[str] = []
+    for busy in sorted((m for m in others if m.in_use > 0 and not m.pinned), key=lambda m: m.last_used or 0.0):
+        waited_for.append(busy.name)
+        reclaimable += busy.resident_mb + busy.headroom_mb
+        if used - reclaimable + need_mb <= limit_mb:
+            return Admission(Outcome.WAIT, used, free, tuple(waited_for))
     return Admission(Outcome.REFUSE, used, free)
 
 

@@ -5,9 +5,11 @@ costs); nothing is built until first use. `lease(name)` / `acquire(name)` builds
 however many requests arrive together (single-flight) and counts users so a model in use is never
 evicted. Before any build the model's files are checked (a model that cannot be served is
 refused with 503 model_unavailable before anything is evicted), then it is admitted against
-the budget (backend.registry.admission): idle models are evicted least-recently-used first, and
-if the model still cannot fit the request is refused with BudgetExceeded (HTTP 503 +
-Retry-After) instead of letting the kernel OOM-kill the worker.
+the budget (backend.registry.admission): idle models are evicted least-recently-used first; when
+only models in use stand in the way, the build waits for them to finish (new requests for them
+held back meanwhile, at most QUEUE_TIMEOUT_S) and evicts them, so models too big to share the
+budget serve in turn; and if the model still cannot fit the request is refused with
+BudgetExceeded (HTTP 503 + Retry-After) instead of letting the kernel OOM-kill the worker.
 
 What a model costs: before it was ever measured, the catalog's estimate (its weight bytes from
 its files, its family's allowance, and its runtime's import cost in this process). Each build is
@@ -72,6 +74,7 @@ class _Entry:
     pipeline: Pipeline | None = None
     flight: _Flight | None = None
     in_use: int = 0  # requests holding it (running or queued for a slot): never evicted while > 0
+    draining: int = 0  # builds waiting for it to go idle so they can evict it: new requests wait meanwhile
     uses: int = 0  # requests served through a lease, over the process's life
     uses_since_load: int = 0  # the same since the last build: its first is measured
     loads: int = 0
@@ -142,6 +145,7 @@ class ModelRegistry:
         self.peers = peers or Peers(None)  # None: this process admits alone
         self._entries: dict[str, _Entry] = {}
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)  # notified when a model's use count drops or a drain ends
         self._build_lock = threading.Lock()  # one build at a time: admission is never raced
         self._listeners: list[EventListener] = []
         self.events = EventLog()  # recent events for the operator panel (GET /api/operator)
@@ -241,7 +245,7 @@ class ModelRegistry:
         nothing loaded (the master and every worker at this worker's boot size; what other
         workers' models hold now is "not now", not "never").
         """
-        limit = self.effective_budget_mb - self.margin_mb
+        limit = self._limit_mb()
         baseline = self._idle_baseline_mb()
         rows = []
         for name, e in self._entries.items():
@@ -278,19 +282,16 @@ class ModelRegistry:
     # --- jobs run in child processes (backend.jobs) ------------------------------------------------
     def job_ever_fits(self, need_mb: float) -> tuple[bool, float]:
         """Whether a job process of `need_mb` could ever run beside this service, and the most that is ever free."""
-        free = max(0.0, self.effective_budget_mb - self.margin_mb - self._idle_baseline_mb())
+        free = max(0.0, self._limit_mb() - self._idle_baseline_mb())
         return need_mb <= free, free
 
-    def admit_job(self, name: str, need_mb: float) -> bool:
-        """Make room for a job process of `need_mb` (idle models evicted LRU first) and reserve it; False: not now."""
-        with self._build_lock, self.peers.admission():
-            limit = self.effective_budget_mb - self.margin_mb
-            admission = self._admission(name, need_mb, limit)
-            for victim in admission.victims if admission.outcome is Outcome.EVICT else ():
-                self._unload(self._entries[victim], reason="evicted")
-                admission = self._admission(name, need_mb, limit)
-                if admission.fits:
-                    break
+    def admit_job(self, name: str, need_mb: float, *, wait: bool = False) -> bool:
+        """Make room for a job process of `need_mb` (idle models evicted LRU first) and reserve it; False: not now.
+
+        `wait`: while only models in use stand in the way, wait for them (up to QUEUE_TIMEOUT_S).
+        A job's runner does not: it retries on its own and must not hold requests back meanwhile.
+        """
+        with self._admitted(name, lambda: need_mb, wait_s=self.queue_timeout_s if wait else 0) as admission:
             if admission.fits:
                 self.reserve_job(name, need_mb)
             return admission.fits
@@ -313,7 +314,7 @@ class ModelRegistry:
         held (and counted by every admission, in every worker) until the block ends.
         """
         label = f"{what}-{threading.get_ident()}-{time.monotonic_ns()}"
-        if not self.admit_job(label, need_mb):
+        if not self.admit_job(label, need_mb, wait=True):
             budget = self.effective_budget_mb
             raise BudgetExceeded(
                 f"{what} needs about {need_mb:.0f} MB and the {budget:.0f} MB budget has not that much free now "
@@ -391,6 +392,8 @@ class ModelRegistry:
             self.require_available(name)  # nothing is evicted or built for a model that cannot be served
         while True:
             with self._lock:
+                while hold and entry.draining and entry.state is ModelState.LOADED:
+                    self._idle.wait()  # a build waits to evict it: let it, then build it again in turn
                 if entry.state is ModelState.LOADED:
                     assert entry.pipeline is not None
                     if hold:
@@ -468,6 +471,7 @@ class ModelRegistry:
             if served:
                 entry.last_used = time.time()
             idle = entry.in_use == 0
+            self._idle.notify_all()
         if idle and self.ttl_s == 0 and not entry.spec.pinned:
             self._unload(entry, reason="ttl")
 
@@ -527,11 +531,10 @@ class ModelRegistry:
 
     def _build(self, entry: _Entry) -> Pipeline:
         name = entry.spec.name
-        # One admission and build at a time in this process, and in the whole service: two workers
-        # admitting together would both read the same free memory.
-        with self._build_lock, self.peers.admission():
-            need = self._need(entry)
-            self._make_room(entry, need)
+        with self._admitted(name, lambda: self._need(entry).mb, wait_s=self.queue_timeout_s) as admission:
+            need = self._need(entry)  # the figure just admitted (the locks are held)
+            if not admission.fits:
+                self._refuse(entry, need, admission)
             # The runtime is imported first and measured on its own, so the build's figures are the model's.
             before_import = readings.rss_mb()
             if entry.spec.import_runtime is not None:
@@ -594,24 +597,62 @@ class ModelRegistry:
         return admit(figures, name=name, need_mb=need_mb, used_mb=used_mb, limit_mb=limit_mb,
                      reserved_mb=self.peers.reserved_mb())
 
-    def _make_room(self, entry: _Entry, need: _Need) -> None:
-        """Evict what admission names (LRU first, asking again after each) until the model fits, or refuse."""
-        limit = self.effective_budget_mb - self.margin_mb
-        admission = self._admission(entry.spec.name, need.mb, limit)
-        if admission.fits:
-            return
+    @contextmanager
+    def _admitted(self, name: str, need_mb: Callable[[], float], *, wait_s: float) -> Iterator[Admission]:
+        """Make room for `name` and yield the verdict with the admission locks held (the caller builds or refuses).
+
+        One admission and build at a time in this process, and in the whole service: two workers
+        admitting together would both read the same free memory. While only models in use stand in
+        the way (Outcome.WAIT), wait up to `wait_s` for them to finish, outside the locks: new
+        requests for them wait too (they are draining) until the caller's block ends, so a steady
+        stream of them cannot starve this build; they then build them again in turn.
+        """
+        deadline = time.monotonic() + wait_s
+        drained: list[_Entry] = []
+        try:
+            while True:
+                with self._build_lock, self.peers.admission():
+                    admission = self._make_room(name, need_mb())
+                    remaining = deadline - time.monotonic()
+                    if admission.outcome is not Outcome.WAIT or remaining <= 0:
+                        yield admission
+                        return
+                self._wait_idle([self._entries[v] for v in admission.victims], drained, remaining)
+        finally:
+            if drained:
+                with self._lock:
+                    for entry in drained:
+                        entry.draining -= 1
+                    self._idle.notify_all()
+
+    def _wait_idle(self, entries: list[_Entry], drained: list[_Entry], timeout_s: float) -> None:
+        """Hold new requests for `entries` back (once each, noted in `drained`) and wait until none is in use."""
+        with self._lock:
+            for entry in entries:
+                if entry not in drained:
+                    entry.draining += 1
+                    drained.append(entry)
+            self._idle.wait_for(lambda: all(e.in_use == 0 for e in entries), timeout=timeout_s)
+
+    def _make_room(self, name: str, need_mb: float) -> Admission:
+        """Evict what admission names (LRU first, asking again after each) and return the last verdict."""
+        limit = self._limit_mb()
+        admission = self._admission(name, need_mb, limit)
         if admission.outcome is Outcome.EVICT:
             for victim in admission.victims:
                 self._unload(self._entries[victim], reason="evicted")
-                admission = self._admission(entry.spec.name, need.mb, limit)
+                admission = self._admission(name, need_mb, limit)
                 if admission.fits:
-                    return
-        self._refuse(entry, need, admission, limit)
+                    break
+        return admission
 
-    def _refuse(self, entry: _Entry, need: _Need, admission: Admission, limit_mb: float) -> None:
+    def _limit_mb(self) -> float:
+        return self.effective_budget_mb - self.margin_mb
+
+    def _refuse(self, entry: _Entry, need: _Need, admission: Admission) -> None:
         name, used = entry.spec.name, admission.used_mb
         budget = self.effective_budget_mb
-        recycling = self._recycle_if_it_helps(entry, need, admission, limit_mb)
+        recycling = self._recycle_if_it_helps(entry, need, admission, self._limit_mb())
         self._emit("refuse", name, mb=need.mb)
         logger.warning("event=model_refused model=%s needed_mb=%.0f needed_from=%r used_mb=%.0f budget_mb=%.0f "
                        "margin_mb=%.0f recycling=%s", name, need.mb, need.source, used, budget, self.margin_mb,
@@ -623,9 +664,11 @@ class ModelRegistry:
                 f"replaced by a fresh worker: retry in {RECYCLE_RETRY_AFTER_S} s",
                 headers={"Retry-After": str(RECYCLE_RETRY_AFTER_S)}, model=name, needed_mb=round(need.mb),
                 used_mb=round(used), budget_mb=round(budget), margin_mb=round(self.margin_mb), recycling=True)
+        why = (f"{', '.join(admission.victims)} did not finish within {self.queue_timeout_s:g} s (QUEUE_TIMEOUT_S)"
+               if admission.outcome is Outcome.WAIT else "models in use cannot be evicted")
         raise BudgetExceeded(
             f"model {name!r} needs about {need.mb:.0f} MB but only {admission.free_mb:.0f} MB of the "
-            f"{budget:.0f} MB budget is free (models in use cannot be evicted); retry later",
+            f"{budget:.0f} MB budget is free ({why}); retry later",
             headers={"Retry-After": str(self.retry_after_s)},
             model=name, needed_mb=round(need.mb), used_mb=round(used), budget_mb=round(budget),
             margin_mb=round(self.margin_mb))

@@ -103,8 +103,9 @@ def test_idle_models_are_evicted_least_recently_used_first(registry_factory):
     assert registry.state("c") is ModelState.LOADED
 
 
-def test_a_model_in_use_is_never_evicted_and_the_request_is_refused(registry_factory):
+def test_a_model_in_use_is_never_evicted_and_without_a_queue_timeout_the_request_is_refused(registry_factory):
     registry = registry_factory([fake_spec("a", 100), fake_spec("b", 100)], free_mb=150)
+    registry.queue_timeout_s = 0  # QUEUE_TIMEOUT_S=0: refuse at once rather than wait for a to finish
     with registry.acquire("a"):
         with pytest.raises(BudgetExceeded) as caught:
             registry.load("b")
@@ -116,6 +117,43 @@ def test_a_model_in_use_is_never_evicted_and_the_request_is_refused(registry_fac
     assert registry.state("b") is ModelState.NOT_LOADED
     registry.load("b")  # once a is idle, it can be evicted to make room
     assert registry.state("a") is ModelState.NOT_LOADED
+
+
+def test_a_build_waits_for_the_model_in_use_then_evicts_it_holding_new_requests_back(registry_factory):
+    """Issue 11: Kokoro and whisper-base do not fit side by side in 512 MB; mixed clients refused each other."""
+    registry = registry_factory([fake_spec("a", 100), fake_spec("b", 100)], free_mb=150)
+    registry.queue_timeout_s = 60
+    events: list[tuple[str, str]] = []
+    registry.subscribe(lambda event, name, facts: events.append((event, name)))
+    first = registry.lease("a")
+    builder = threading.Thread(target=registry.load, args=("b",))
+    builder.start()
+    _wait_until(lambda: registry._entries["a"].draining == 1)  # b waits for a, a stays loaded meanwhile
+    assert registry.state("a") is ModelState.LOADED and registry.state("b") is ModelState.LOADING
+    got_a = threading.Event()
+    late = threading.Thread(target=lambda: registry.acquire("a").__enter__() and got_a.set())
+    late.start()
+    assert not got_a.wait(0.5)  # a new request for a waits for b's build (it would starve it otherwise)
+    first.release()
+    builder.join(timeout=30)
+    late.join(timeout=30)
+    assert got_a.is_set() and not builder.is_alive()
+    # a went idle, was evicted for b, and the late request built a again in turn (b was idle by then)
+    assert events == [("load", "a"), ("evict", "a"), ("load", "b"), ("evict", "b"), ("load", "a")]
+    assert registry._entries["a"].draining == 0
+
+
+def test_a_build_waiting_for_a_model_in_use_is_refused_after_the_queue_timeout(registry_factory):
+    registry = registry_factory([fake_spec("a", 100), fake_spec("b", 100)], free_mb=150)
+    registry.queue_timeout_s = 0.2
+    with registry.acquire("a"):
+        with pytest.raises(BudgetExceeded) as caught:
+            registry.load("b")
+        assert "a did not finish within 0.2 s (QUEUE_TIMEOUT_S)" in caught.value.message
+        assert caught.value.headers["Retry-After"] == str(registry.retry_after_s)
+        assert registry.state("a") is ModelState.LOADED and registry._entries["a"].draining == 0
+    with registry.acquire("a"):  # nothing is left held back
+        pass
 
 
 class TransientPipeline(FakePipeline):

@@ -44,12 +44,37 @@ def test_models_in_use_pinned_or_not_loaded_are_never_victims():
     assert verdict.outcome is Outcome.EVICT and verdict.victims == ("idle",)
 
 
-def test_refused_when_evicting_every_idle_model_could_not_make_room():
-    models = [model("busy", in_use=1, resident_mb=300), model("idle", resident_mb=50, headroom_mb=20)]
+def test_refused_when_evicting_every_unpinned_model_could_not_make_room():
+    models = [model("pin", in_use=1, pinned=True, resident_mb=300), model("idle", resident_mb=50, headroom_mb=20)]
     verdict = admit(models, name="x", need_mb=200, used_mb=380, limit_mb=LIMIT_MB)
-    # used 380 + idle's 20 MB head-room = 400; evicting idle frees 70: 330 + 200 > 400
+    # used 380 + idle's 20 MB head-room = 400; evicting idle frees 70: 330 + 200 > 400, and pin stays
     assert verdict.outcome is Outcome.REFUSE and verdict.victims == ()
     assert (verdict.used_mb, verdict.free_mb) == (400, 0)
+
+
+def test_wait_when_only_models_in_use_stand_in_the_way():
+    models = [model("busy", in_use=1, resident_mb=300), model("idle", resident_mb=50, headroom_mb=20)]
+    verdict = admit(models, name="x", need_mb=200, used_mb=380, limit_mb=LIMIT_MB)
+    # evicting idle frees 70 (330 + 200 > 400); busy's 300 more once it is idle: 30 + 200 <= 400
+    assert verdict.outcome is Outcome.WAIT and verdict.victims == ("busy",)
+    assert not verdict.fits
+
+
+def test_wait_names_the_fewest_models_in_use_least_recently_used_first():
+    models = [model("new", in_use=1, last_used=30.0), model("old", in_use=2, last_used=10.0),
+              model("mid", in_use=1, last_used=20.0)]
+    # 390 used; each frees 100: two must go idle for 150 more
+    verdict = admit(models, name="x", need_mb=150, used_mb=390, limit_mb=LIMIT_MB)
+    assert verdict.outcome is Outcome.WAIT and verdict.victims == ("old", "mid")
+    # idle models are evicted first: with one idle, one in use is enough
+    verdict = admit([*models, model("idle")], name="x", need_mb=150, used_mb=490, limit_mb=LIMIT_MB)
+    assert verdict.outcome is Outcome.WAIT and verdict.victims == ("old", "mid")
+
+
+def test_an_idle_model_that_makes_room_is_evicted_rather_than_waiting():
+    models = [model("busy", in_use=1, resident_mb=300), model("idle", resident_mb=200)]
+    verdict = admit(models, name="x", need_mb=150, used_mb=390, limit_mb=LIMIT_MB)
+    assert verdict.outcome is Outcome.EVICT and verdict.victims == ("idle",)
 
 
 def test_exactly_at_the_limit_fits():
