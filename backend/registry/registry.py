@@ -393,7 +393,15 @@ class ModelRegistry:
         while True:
             with self._lock:
                 while hold and entry.draining and entry.state is ModelState.LOADED:
-                    self._idle.wait()  # a build waits to evict it: let it, then build it again in turn
+                    # A build waits to evict it: let it, then build it again in turn. This wait is
+                    # the model's queue (MAX_QUEUE), so waiting requests cannot hold every thread.
+                    if self._waiting.get(name, 0) >= self.max_queue:
+                        raise self._busy(entry, f"{self.max_queue} request(s) already wait for it (MAX_QUEUE)")
+                    self._waiting[name] = self._waiting.get(name, 0) + 1
+                    try:
+                        self._idle.wait()
+                    finally:
+                        self._waiting[name] -= 1
                 if entry.state is ModelState.LOADED:
                     assert entry.pipeline is not None
                     if hold:

@@ -143,6 +143,21 @@ def test_a_build_waits_for_the_model_in_use_then_evicts_it_holding_new_requests_
     assert registry._entries["a"].draining == 0
 
 
+def test_requests_held_back_for_a_build_count_in_the_models_queue(registry_factory):
+    """Held-back requests wait in a thread each: MAX_QUEUE bounds them like requests waiting for a slot."""
+    registry = registry_factory([fake_spec("a", 100), fake_spec("b", 100)], free_mb=150)
+    registry.queue_timeout_s, registry.max_queue = 60, 0
+    first = registry.lease("a")
+    builder = threading.Thread(target=registry.load, args=("b",))
+    builder.start()
+    _wait_until(lambda: registry._entries["a"].draining == 1)
+    with pytest.raises(ModelBusy, match="MAX_QUEUE"):
+        registry.lease("a")
+    first.release()
+    builder.join(timeout=30)
+    assert registry.state("b") is ModelState.LOADED and registry._waiting.get("a", 0) == 0
+
+
 def test_a_build_waiting_for_a_model_in_use_is_refused_after_the_queue_timeout(registry_factory):
     registry = registry_factory([fake_spec("a", 100), fake_spec("b", 100)], free_mb=150)
     registry.queue_timeout_s = 0.2
