@@ -15,8 +15,11 @@ What a model costs: before it was ever measured, the catalog's estimate (its wei
 its files, its family's allowance, and its runtime's import cost in this process). Each build is
 measured (RSS, anonymous memory, peak) after its runtime is imported, so the figures are the
 model's own; so is the first request after each load and each request's rise of peak RSS when it
-runs alone. Those figures go to the shared CostBook, which every worker (and every restart)
-admits from; the import part is added only while this process has not imported the runtime.
+runs alone. RSS and its peak are the process's, so a figure is kept only when nothing else
+started, was built or was unloaded in this process while it was measured (the epoch): a request
+measured across another model's build once made Kokoro look 60 MB bigger, for good. Those figures
+go to the shared CostBook, which every worker (and every restart) admits from; the import part is
+added only while this process has not imported the runtime.
 
 When a model cannot be admitted although nothing else is loaded or in use, and a fresh worker
 would fit it (this one holds memory its allocator kept, or leaked), the worker asks Gunicorn to
@@ -76,7 +79,6 @@ class _Entry:
     in_use: int = 0  # requests holding it (running or queued for a slot): never evicted while > 0
     draining: int = 0  # builds waiting for it to go idle so they can evict it: new requests wait meanwhile
     uses: int = 0  # requests served through a lease, over the process's life
-    uses_since_load: int = 0  # the same since the last build: its first is measured
     loads: int = 0
     last_used: float | None = None  # last request served, or the last load: TTL and LRU count from it
     loaded_at: float | None = None
@@ -89,6 +91,7 @@ class _Entry:
     first_use_mb: float | None = None  # RSS after the first request since the load minus before the load
     request_peak_mb: float | None = None  # largest rise of peak RSS during one request (activations)
     rss_before_load_mb: float = 0.0
+    load_epoch: int = -1  # the registry's epoch when its last build ended undisturbed (-1: disturbed)
     key: str = ""  # what its measured costs are shared under (set at each admission)
     last_error: str | None = None
 
@@ -158,6 +161,9 @@ class ModelRegistry:
         self._recycle: Callable[[], None] | None = None
         self._recycle_requested_at: float | None = None
         self._running = 0  # requests holding a model slot (running, not queued), over every model
+        # Bumped when a request starts, a build starts, a model is unloaded or a decode is reserved:
+        # a figure measured across a bump includes someone else's memory and is not kept.
+        self._epoch = 0
         self._jobs_mb: dict[str, float] = {}  # reserved for jobs running in child processes (reserve_job)
 
     def init_app(self, app: Flask) -> None:
@@ -320,6 +326,8 @@ class ModelRegistry:
                 f"{what} needs about {need_mb:.0f} MB and the {budget:.0f} MB budget has not that much free now "
                 "(models in use cannot be evicted); retry later", headers={"Retry-After": str(self.retry_after_s)},
                 needed_mb=round(need_mb, 1), budget_mb=round(budget), margin_mb=round(self.margin_mb))
+        with self._lock:
+            self._bump_epoch()  # the decode allocates beside whatever is being measured now
         try:
             yield
         finally:
@@ -351,10 +359,9 @@ class ModelRegistry:
                 raise self._busy(entry, f"none finished within {self.queue_timeout_s:g} s (QUEUE_TIMEOUT_S)")
         with self._lock:
             entry.uses += 1
-            entry.uses_since_load += 1
             entry.last_used = time.time()
-        start_rss_mb = self._start_request_measurement()
-        return Lease(name, pipeline, partial(self._release, entry, slot, start_rss_mb))
+        epoch, start_rss_mb = self._start_request_measurement()
+        return Lease(name, pipeline, partial(self._release, entry, slot, epoch, start_rss_mb))
 
     def _busy(self, entry: _Entry, why: str) -> ModelBusy:
         return ModelBusy(f"model {entry.spec.name!r} is busy (it serves {entry.spec.max_concurrency} request(s) at "
@@ -435,8 +442,13 @@ class ModelRegistry:
             flight.done.set()
             return pipeline
 
-    def _start_request_measurement(self) -> float | None:
-        """Reset the peak-RSS mark if this request is the only one running in the process; return RSS now.
+    def _bump_epoch(self) -> int:
+        """Something starts that changes this process's memory; the new epoch. Call with self._lock held."""
+        self._epoch += 1
+        return self._epoch
+
+    def _start_request_measurement(self) -> tuple[int, float | None]:
+        """Count the request as running; (its epoch, RSS now if it runs alone and the peak-RSS mark was reset).
 
         Requests queued for a model's slot hold no activations, so only running ones count: under
         steady load the first request of a queue is still measured.
@@ -444,24 +456,27 @@ class ModelRegistry:
         with self._lock:
             self._running += 1
             alone = self._running == 1
+            epoch = self._bump_epoch()
         if not alone or self._build_lock.locked():  # a build is measuring its own peak
-            return None
+            return epoch, None
         if not readings.reset_peak_rss():
-            return None  # the mark would be the process's all-time high, not this request's
-        return readings.rss_mb()
+            return epoch, None  # the mark would be the process's all-time high, not this request's
+        return epoch, readings.rss_mb()
 
-    def _release(self, entry: _Entry, slot: threading.Semaphore, start_rss_mb: float | None) -> None:
+    def _release(self, entry: _Entry, slot: threading.Semaphore, epoch: int, start_rss_mb: float | None) -> None:
         # Measured while the slot is still held: no other request of this model has started yet.
+        with self._lock:
+            undisturbed = self._epoch == epoch  # nothing else started, was built or unloaded since
         request_peak = None
-        if start_rss_mb is not None:
+        if start_rss_mb is not None and undisturbed:
             peak = readings.peak_rss_mb()
             if peak is not None:
                 request_peak = max(0.0, peak - start_rss_mb)
         first_use_mb = None
-        if entry.uses_since_load == 1 and entry.first_use_mb is None:
-            # The first request after each build (not only the process's first): a model rebuilt
-            # after an eviction is measured again, against the RSS before that build. Inference
-            # grows memory past what loading did (arenas, caches).
+        if undisturbed and entry.load_epoch == epoch - 1:
+            # The first request after each build (not only the process's first), with nothing else
+            # in between: a model rebuilt after an eviction is measured again, against the RSS
+            # before that build. Inference grows memory past what loading did (arenas, caches).
             first_use_mb = entry.first_use_mb = max(0.0, readings.rss_mb() - entry.rss_before_load_mb)
         with self._lock:
             self._running -= 1
@@ -544,6 +559,8 @@ class ModelRegistry:
             if not admission.fits:
                 self._refuse(entry, need, admission)
             # The runtime is imported first and measured on its own, so the build's figures are the model's.
+            with self._lock:
+                build_epoch, quiet = self._bump_epoch(), self._running == 0
             before_import = readings.rss_mb()
             if entry.spec.import_runtime is not None:
                 try:
@@ -576,11 +593,14 @@ class ModelRegistry:
             entry.anon_mb = max(0.0, after_anon - before_anon)
             entry.peak_load_mb = max(0.0, (peak or after_rss) - before_rss)
             entry.first_use_mb = None
-            entry.uses_since_load = 0
+            with self._lock:  # a request ran or anything else started meanwhile: the figures are not its own
+                undisturbed = quiet and self._epoch == build_epoch
+            entry.load_epoch = build_epoch if undisturbed else -1
             entry.load_s = load_s
             entry.loaded_at = time.time()
             entry.loads += 1
-            self.costs.record(entry.key, measured_mb=entry.measured_mb, peak_load_mb=entry.peak_load_mb)
+            if undisturbed:
+                self.costs.record(entry.key, measured_mb=entry.measured_mb, peak_load_mb=entry.peak_load_mb)
             self._publish_reserved(extra=entry)  # before the lock goes: the next admission must see it
         logger.info("event=model_loaded model=%s load_s=%.2f imports_mb=%.1f rss_before_mb=%.1f rss_after_mb=%.1f "
                     "measured_mb=%.1f anon_mb=%.1f peak_load_mb=%.1f expected_mb=%.1f expected_from=%r",
@@ -728,6 +748,7 @@ class ModelRegistry:
                 return False  # someone took it meanwhile: it stays
             pipeline, entry.pipeline = entry.pipeline, None
             entry.state = ModelState.NOT_LOADED
+            self._bump_epoch()
         before = readings.rss_mb()
         if pipeline is not None:
             pipeline.close()

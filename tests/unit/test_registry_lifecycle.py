@@ -216,3 +216,40 @@ def test_under_steady_load_the_first_use_and_the_peaks_are_still_measured(regist
     row = _row(registry, "a")
     assert row["use_count"] == 2 and 40 <= row["first_use_mb"] <= 90
     assert row["request_peak_mb"] is not None and row["request_peak_mb"] >= 40
+
+
+def test_a_request_measured_across_another_models_build_keeps_no_figures(registry_factory):
+    """The life-cycle run with whisper-base: a TTS request's peak took in a language build that ran meanwhile
+    (RSS is the process's), the CostBook kept the larger figure, and Kokoro never fitted a fresh worker again."""
+    registry = registry_factory([fake_spec("a", 20), fake_spec("b", 100)])
+    lease = registry.lease("a")  # the first request after a's build, running alone: measured...
+    registry.load("b")  # ...but b's 100 MB arrive while it runs
+    lease.release()
+    row = _row(registry, "a")
+    assert row["request_peak_mb"] is None and row["first_use_mb"] is None
+    assert registry.costs.get(registry._entries["a"].key).request_peak_mb is None
+    with registry.acquire("a"):  # undisturbed: measured
+        pass
+    assert _row(registry, "a")["request_peak_mb"] is not None
+
+
+def test_a_build_while_a_request_runs_is_not_shared_as_its_cost(registry_factory):
+    registry = registry_factory([fake_spec("a", 20, cls=FirstUseGrows), fake_spec("b", 30)])
+    registry.load("a")
+    with registry.acquire("a") as pipe:
+        pipe(None)  # a request that allocates 50 MB while b builds
+        registry.load("b")
+    assert registry.costs.get(registry._entries["b"].key) is None  # a's 50 MB are not b's
+    assert _row(registry, "b")["cost_source"] == "estimate from files"
+    registry.unload("b")
+    registry.load("b")  # alone now: measured and shared
+    assert 25 <= registry.costs.get(registry._entries["b"].key).measured_mb <= 40
+
+
+def test_the_first_use_is_not_measured_when_another_model_loaded_in_between(registry_factory):
+    registry = registry_factory([fake_spec("a", 20), fake_spec("b", 100)])
+    registry.load("a")
+    registry.load("b")  # RSS now includes b: a's first use would count it against the RSS before a's load
+    with registry.acquire("a"):
+        pass
+    assert _row(registry, "a")["first_use_mb"] is None
