@@ -425,7 +425,7 @@ class ModelRegistry:
                     raise flight.error
                 continue  # loaded by the leader: take it like any other user
             try:
-                pipeline = self._build(entry)
+                pipeline = self._build(entry, hold=hold)
             except BaseException as exc:
                 with self._lock:
                     entry.state, entry.flight = ModelState.NOT_LOADED, None
@@ -433,12 +433,6 @@ class ModelRegistry:
                 flight.error = exc
                 flight.done.set()
                 raise
-            with self._lock:
-                entry.pipeline, entry.state, entry.flight = pipeline, ModelState.LOADED, None
-                if hold:
-                    entry.in_use += 1
-                entry.last_used = time.time()
-                entry.last_error = None
             flight.done.set()
             return pipeline
 
@@ -552,7 +546,8 @@ class ModelRegistry:
                             pinned=entry.spec.pinned, last_used=entry.last_used,
                             resident_mb=entry.measured_mb or 0.0, headroom_mb=self._headroom_mb(entry))
 
-    def _build(self, entry: _Entry) -> Pipeline:
+    def _build(self, entry: _Entry, *, hold: bool) -> Pipeline:
+        """Admit, build and measure `entry`; it is LOADED (and held once if `hold`) before the admission locks go."""
         name = entry.spec.name
         with self._admitted(name, lambda: self._need(entry).mb, wait_s=self.queue_timeout_s) as admission:
             need = self._need(entry)  # the figure just admitted (the locks are held)
@@ -601,7 +596,15 @@ class ModelRegistry:
             entry.loads += 1
             if undisturbed:
                 self.costs.record(entry.key, measured_mb=entry.measured_mb, peak_load_mb=entry.peak_load_mb)
-            self._publish_reserved(extra=entry)  # before the lock goes: the next admission must see it
+            # Loaded (and in use) before the locks go: the next admission, here or in another worker,
+            # must see it as a model it can wait for or evict, not as memory nobody owns.
+            with self._lock:
+                entry.pipeline, entry.state, entry.flight = pipeline, ModelState.LOADED, None
+                if hold:
+                    entry.in_use += 1
+                entry.last_used = time.time()
+                entry.last_error = None
+            self._publish_reserved()
         logger.info("event=model_loaded model=%s load_s=%.2f imports_mb=%.1f rss_before_mb=%.1f rss_after_mb=%.1f "
                     "measured_mb=%.1f anon_mb=%.1f peak_load_mb=%.1f expected_mb=%.1f expected_from=%r",
                     name, load_s, entry.imports_mb, before_rss, after_rss, entry.measured_mb, entry.anon_mb,
@@ -609,10 +612,10 @@ class ModelRegistry:
         self._emit("load", name, mb=entry.measured_mb, seconds=load_s)
         return pipeline
 
-    def _publish_reserved(self, extra: _Entry | None = None) -> None:
-        """Tell the other workers the head-room this one's loaded models keep (`extra`: just built)."""
+    def _publish_reserved(self) -> None:
+        """Tell the other workers the head-room this one's loaded models keep."""
         with self._lock:
-            loaded = [e for e in self._entries.values() if e.state is ModelState.LOADED or e is extra]
+            loaded = [e for e in self._entries.values() if e.state is ModelState.LOADED]
             jobs = {f"job:{name}": round(mb, 1) for name, mb in self._jobs_mb.items()}
         self.peers.publish({**{e.spec.name: round(self._headroom_mb(e), 1) for e in loaded}, **jobs})
 

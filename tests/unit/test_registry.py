@@ -158,6 +158,18 @@ def test_requests_held_back_for_a_build_count_in_the_models_queue(registry_facto
     assert registry.state("b") is ModelState.LOADED and registry._waiting.get("a", 0) == 0
 
 
+def test_a_model_is_loaded_and_held_before_its_builds_locks_go(registry_factory):
+    """The life-cycle run: a TTS admission ran in the moment between language's build releasing the locks and
+    language being marked loaded, saw its 60 MB as memory nobody owns (not a model to wait for) and refused."""
+    registry = registry_factory([fake_spec("a", 20)])
+    seen: list[tuple[str, int]] = []  # the load event fires once the admission locks are released
+    registry.subscribe(lambda event, name, facts: event == "load" and seen.append(
+        (registry.state(name).value, registry._entries[name].in_use)))
+    lease = registry.lease("a")
+    assert seen == [("loaded", 1)]
+    lease.release()
+
+
 def test_a_build_waiting_for_a_model_in_use_is_refused_after_the_queue_timeout(registry_factory):
     registry = registry_factory([fake_spec("a", 100), fake_spec("b", 100)], free_mb=150)
     registry.queue_timeout_s = 0.2
