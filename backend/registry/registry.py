@@ -342,13 +342,12 @@ class ModelRegistry:
         # A bounded queue and a bounded wait (Ollama's OLLAMA_MAX_QUEUE): a slow inference or many
         # clients cannot hold every thread of the worker, so /health and other models still answer.
         if not slot.acquire(blocking=False):
-            with self._lock:
-                full = self._waiting.get(name, 0) >= self.max_queue
-                if not full:
-                    self._waiting[name] = self._waiting.get(name, 0) + 1
-            if full:
+            try:
+                with self._lock:
+                    self._join_queue(entry)
+            except ModelBusy:
                 self._checkin(entry, served=False)
-                raise self._busy(entry, f"{self.max_queue} request(s) already wait for it (MAX_QUEUE)")
+                raise
             try:
                 got = slot.acquire(timeout=self.queue_timeout_s)
             finally:
@@ -362,6 +361,13 @@ class ModelRegistry:
             entry.last_used = time.time()
         epoch, start_rss_mb = self._start_request_measurement()
         return Lease(name, pipeline, partial(self._release, entry, slot, epoch, start_rss_mb))
+
+    def _join_queue(self, entry: _Entry) -> None:
+        """Count one more request waiting for `entry` (call with self._lock held); 503 model_busy if MAX_QUEUE wait."""
+        name = entry.spec.name
+        if self._waiting.get(name, 0) >= self.max_queue:
+            raise self._busy(entry, f"{self.max_queue} request(s) already wait for it (MAX_QUEUE)")
+        self._waiting[name] = self._waiting.get(name, 0) + 1
 
     def _busy(self, entry: _Entry, why: str) -> ModelBusy:
         return ModelBusy(f"model {entry.spec.name!r} is busy (it serves {entry.spec.max_concurrency} request(s) at "
@@ -402,9 +408,7 @@ class ModelRegistry:
                 while hold and entry.draining and entry.state is ModelState.LOADED:
                     # A build waits to evict it: let it, then build it again in turn. This wait is
                     # the model's queue (MAX_QUEUE), so waiting requests cannot hold every thread.
-                    if self._waiting.get(name, 0) >= self.max_queue:
-                        raise self._busy(entry, f"{self.max_queue} request(s) already wait for it (MAX_QUEUE)")
-                    self._waiting[name] = self._waiting.get(name, 0) + 1
+                    self._join_queue(entry)
                     try:
                         self._idle.wait()
                     finally:
