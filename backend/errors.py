@@ -7,6 +7,8 @@
     │   ├── InvalidAudio (400 invalid_audio)
     │   ├── InvalidImage (400 invalid_image)
     │   ├── UnsupportedFormat (400 unsupported_format)
+    │   ├── SpeechTooLong (400 speech_too_long)  the text makes more than MAX_SPEECH_SECONDS of speech
+    │   ├── MalformedRequest (400 malformed_request)  the HTTP framing is broken (a bad chunk): closes
     │   └── VoiceNotFound (400 voice_not_found)
     ├── Unauthorized (401 unauthorized)
     ├── Forbidden (403 forbidden)
@@ -29,7 +31,10 @@
         └── JobQueueFull (503 job_queue_full)  MAX_QUEUED_JOBS jobs already wait, sends Retry-After
 
 Every error, Werkzeug's 404/405/413 included, leaves as `{"error": {"code", "message", ...}}`;
-each class has its own code. `from_http_exception` is the one mapping of Werkzeug's errors.
+each class has its own code. `from_http_exception` is the one mapping of Werkzeug's errors, and
+`from_protocol_error` of the server's (Gunicorn's ParseException, raised while a view reads a
+malformed chunked body). A refusal that may leave a body unread closes the connection
+(`CloseAfterRefusal`), so a keep-alive client never sends its next request into a dropped socket.
 """
 from __future__ import annotations
 
@@ -40,6 +45,21 @@ from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 logger = logging.getLogger(__name__)
+
+# Gunicorn drains at most this much of a body the app left unread before it reuses a connection
+# (gunicorn.http.parser._DRAIN_MAX_BYTES); past it the connection drops after the response.
+SERVER_DRAIN_BYTES = 64 * 1024
+CLOSE_ENVIRON_KEY = "backend.close_connection"
+# What the client sent, per Gunicorn parse error (never its repr of the bytes).
+_PROTOCOL_FAULTS = {
+    "InvalidChunkSize": "a chunk size that is not a hexadecimal number",
+    "ChunkMissingTerminator": "a chunk not followed by CRLF",
+    "InvalidHeader": "a trailer line that is not a valid header",
+    "InvalidHeaderName": "a trailer with a name a header cannot have",
+    "ObsoleteFolding": "a folded trailer line",
+    "LimitRequestHeaders": "trailers beyond the header limits",
+    "NoMoreData": "a body that ended before its framing said",
+}
 
 
 class ApiError(Exception):
@@ -58,6 +78,14 @@ class ApiError(Exception):
 
 class BadRequest(ApiError):
     status, code = 400, "bad_request"
+
+
+class SpeechTooLong(BadRequest):
+    code = "speech_too_long"
+
+
+class MalformedRequest(BadRequest):
+    code = "malformed_request"
 
 
 class InvalidJson(BadRequest):
@@ -189,6 +217,56 @@ def from_http_exception(error: HTTPException, max_content_length: int | None) ->
     return api_error
 
 
+def protocol_errors() -> tuple[type[Exception], ...]:
+    """The server's parse errors a body read can raise: Gunicorn's, when it is installed."""
+    try:
+        from gunicorn.http.errors import NoMoreData, ParseException
+    except ImportError:
+        return ()
+    return (ParseException, NoMoreData)
+
+
+def from_protocol_error(error: Exception) -> MalformedRequest:
+    """A 400 naming what was malformed in the request's framing; the connection cannot be reused."""
+    what = _PROTOCOL_FAULTS.get(type(error).__name__, "framing the server cannot parse")
+    request.environ[CLOSE_ENVIRON_KEY] = True
+    return MalformedRequest(f"the request body is malformed: {what}")
+
+
+def body_may_be_unread(environ: dict[str, Any]) -> bool:
+    """A body larger than the server drains, or chunked (its size unknown) — or the app said so."""
+    if environ.get(CLOSE_ENVIRON_KEY):
+        return True
+    length = environ.get("CONTENT_LENGTH") or ""
+    if length.isdigit():
+        return int(length) > SERVER_DRAIN_BYTES
+    return "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+
+
+class CloseAfterRefusal:
+    """WSGI middleware: an error answer to a request whose body may be unread closes the connection.
+
+    Gunicorn drops such a connection after the response anyway (it drains 64 KB at most) but
+    would have said `Connection: keep-alive`, so a client that reuses it loses its next request.
+    Gunicorn ignores an application's Connection header: its response object (start_response's
+    owner) is asked to close instead; other servers get the header.
+    """
+
+    def __init__(self, wsgi_app: Any) -> None:
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            if int(status[:3]) >= 400 and body_may_be_unread(environ):
+                server_response = getattr(start_response, "__self__", None)
+                if callable(getattr(server_response, "force_close", None)):
+                    server_response.force_close()
+                else:
+                    headers = [(k, v) for k, v in headers if k.lower() != "connection"] + [("Connection", "close")]
+            return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
+        return self.wsgi_app(environ, start)
+
+
 def error_response(error: ApiError):
     response = jsonify(error.to_dict())
     response.status_code = error.status
@@ -216,7 +294,12 @@ def init_app(app: Flask) -> None:
     def _http_error(error: HTTPException):
         return error_response(from_http_exception(error, app.config.get("MAX_CONTENT_LENGTH")))
 
+    for protocol_error in protocol_errors():
+        app.register_error_handler(protocol_error, lambda error: error_response(from_protocol_error(error)))
+
     @app.errorhandler(Exception)
     def _unexpected(error: Exception):
         logger.exception("unhandled error")
         return error_response(ApiError("internal server error"))
+
+    app.wsgi_app = CloseAfterRefusal(app.wsgi_app)  # type: ignore[method-assign]

@@ -621,8 +621,34 @@ def _rules(code: str) -> tuple[Rule, ...]:
     return tuple(steps)
 
 
+_MARK_RUN = re.compile(r"[.!?…,;:]{2,}")
+_SYMBOL_RUN = re.compile(r"([^\w\s.!?…,;:])\1{2,}")  # marks above are handled by _MARK_RUN
+
+
+def _one_mark(run: str) -> str:
+    """What a run of sentence marks says: a question, an exclamation, a trailing-off, else its first mark."""
+    if "?" in run:
+        return "?"
+    if "!" in run:
+        return "!"
+    if run == "...":
+        return run
+    if "…" in run or run.count(".") >= 3:
+        return "…"
+    return run[0]
+
+
+def collapse_punctuation(text: str) -> str:
+    """Runs of punctuation said once: "?!?!" -> "?", "....." -> "…", "-----" -> "-" ("--" stays).
+
+    A run of marks is read as one pause, never as thousands of tokens of silence ("a" + "." * 4000)."""
+    text = _MARK_RUN.sub(lambda m: _one_mark(m.group(0)), text)
+    return _SYMBOL_RUN.sub(lambda m: m.group(1), text)
+
+
 def normalize(text: str, code: str = "a") -> str:
     """The words a reader would say for `text` in language `code` (a, b, e, f, h, i, p)."""
+    text = collapse_punctuation(text)
     if code not in WORDS:
         return text
     for pattern, replace in _rules(code):

@@ -26,6 +26,7 @@ from backend.errors import BadRequest
 from backend.pipelines.base import Pipeline
 from backend.pipelines.tts import joins, markup
 from backend.pipelines.tts.g2p import Phonemizer, g2p_code, g2p_modules
+from backend.pipelines.tts.length import check_speech_length
 from backend.pipelines.tts.markup import Pause, Phonemes
 from backend.pipelines.tts.normalize import normalize
 from backend.pipelines.tts.pieces import Piece, plan_pieces
@@ -168,6 +169,8 @@ class KokoroPipeline(Pipeline):
         tokens = [item if isinstance(item, Pause) else
                   TokenPiece([self.vocab[ch] for ch in item.phonemes if ch in self.vocab], item.boundary)
                   for item in plan]
+        check_speech_length(sum(len(t.token_ids) for t in tokens if isinstance(t, TokenPiece)), request.speed,
+                            self.settings.max_speech_seconds)  # 400 before any synthesis (length.py)
         return SpeechFeatures(plan=[t for t in tokens if isinstance(t, Pause) or t.token_ids], style=style,
                               speed=request.speed, voice=voice, format=request.format)
 
