@@ -78,10 +78,31 @@ preload_app = settings.preload
 #
 # Logging
 #
+#   logger_class - Gunicorn's logger whose access lines mask any key/token query value: keys
+#       travel in headers only (backend/auth.py), but a client may still put one in a URL.
+#
 loglevel = settings.log_level.lower()
 accesslog = "-"
 errorlog = "-"
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
+
+
+from gunicorn.glogging import Logger  # noqa: E402 - the logging section's own class
+
+from backend.auth import mask_query_secrets  # noqa: E402
+
+
+class MaskingLogger(Logger):
+    """Gunicorn's logger; the request line and query string atoms have secrets masked."""
+
+    def atoms(self, resp, req, environ, request_time):
+        atoms = super().atoms(resp, req, environ, request_time)
+        atoms["r"] = mask_query_secrets(atoms["r"])
+        atoms["q"] = mask_query_secrets("?" + atoms["q"])[1:]  # the query atom has no "?" of its own
+        return atoms
+
+
+logger_class = MaskingLogger
 
 #
 # Control interface

@@ -6,7 +6,9 @@
     Policy.OPS        /ready and /metrics: anyone, unless PROTECT_METRICS=true, then as INFERENCE
                       (with no keys configured at all, PROTECT_METRICS refuses everyone)
 
-A key travels in `x-api-key: KEY` or `Authorization: Bearer KEY` (what the openai client sends).
+A key travels in `x-api-key: KEY` or `Authorization: Bearer KEY` (what the openai client sends),
+never in the URL: a key in the query string is refused (401 saying where it goes), and the access
+log masks any `*key`/`*token` query value (`mask_query_secrets`, Gunicorn's logger_class).
 Keys are compared in constant time and never logged: the request log writes the path, not headers.
 `check_policies(app)` refuses to start an app with a route whose blueprint declares no policy.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import enum
 import hmac
+import re
 from collections.abc import Iterable
 
 from flask import Blueprint, Flask, current_app, request
@@ -21,6 +24,18 @@ from flask import Blueprint, Flask, current_app, request
 from backend.errors import Forbidden, Unauthorized
 
 POLICY_ATTR = "auth_policy"
+# Query parameters that look like secrets: api_key, key, apikey, token, access_token, ...
+_SECRET_QUERY = re.compile(r"(?i)([?&;][\w.\-]*(?:key|token)=)[^&;#\s]*")
+MASK = "***"
+
+
+def mask_query_secrets(text: str) -> str:
+    """`text` (a URL or request line) with every key/token query value replaced by ***."""
+    return _SECRET_QUERY.sub(lambda m: m.group(1) + MASK, text)
+
+
+def key_in_query() -> bool:
+    return _SECRET_QUERY.search("?" + request.query_string.decode("latin-1")) is not None
 
 
 class Policy(enum.Enum):
@@ -98,6 +113,9 @@ def require(policy: Policy) -> None:
 
 def _require_one_of(keys: Iterable[str]) -> None:
     key = presented_key()
+    if key is None and key_in_query():
+        raise Unauthorized("API keys are accepted only in headers, never in the URL (it is logged and cached): "
+                           "send it in the x-api-key header or as Authorization: Bearer")
     if key is None:
         raise Unauthorized("missing API key: send it in the x-api-key header or as Authorization: Bearer")
     if not _matches(key, keys):
