@@ -37,11 +37,11 @@ class Settings(BaseSettings):
 
     # --- Gunicorn -------------------------------------------------------------------------
     workers: int = Field(1, ge=1, le=32, description="Gunicorn worker processes (1..32). Each worker holds its own models.")
-    threads: int = Field(8, ge=1, le=64, description="Threads per gthread worker (1..64): connections served at once per worker. More than a model's MODEL_CONCURRENCY + MAX_QUEUE, so /health and other models answer while one is busy (model runs, not threads, hold the memory).")
+    threads: int = Field(8, ge=1, le=64, description="Threads per gthread worker (1..64): connections served at once per worker. More than a model's MODEL_CONCURRENCY + MAX_QUEUE, so /health and other models answer while one is busy (model runs, not threads, hold the memory); not sized to the CPU quota: a thread waiting for a model or a client uses no CPU, and model runs are bounded by MODEL_CONCURRENCY.")
     preload: bool = Field(False, description="Import the app in the Gunicorn master before forking (shares imported code pages). Models still load in workers.")
     port: int = Field(8080, ge=1, le=65535, description="TCP port to bind on 0.0.0.0 (Render sets PORT).")
     timeout: int = Field(120, ge=0, le=3600, description="Seconds a worker may stay silent before Gunicorn kills it; 0 disables the check.")
-    graceful_timeout: int = Field(30, ge=1, le=3600, description="Seconds a worker gets to finish requests after a restart signal.")
+    graceful_timeout: int = Field(25, ge=1, le=3600, description="Seconds a worker gets to finish requests after a restart or stop signal (SIGTERM); below Render's 30 s before SIGKILL, so a stop is a clean exit.")
     max_requests: int = Field(1000, ge=0, le=10_000_000, description="Requests before a worker is recycled (bounds slow leaks); 0 = never recycle.")
     max_requests_jitter: int = Field(100, ge=0, le=1_000_000, description="Random extra requests added to MAX_REQUESTS so workers do not recycle together; 0 = none.")
 
@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     enable_language_detection: bool = Field(True, description="Serve spoken-language detection.")
     enable_ai_voice_detection: bool = Field(True, description="Serve AI-generated-voice detection.")
     enable_animation: bool | None = Field(None, description="Serve talking-head animation; unset = on when SADTALKER_CHECKPOINT_DIR is set or JOBS_BACKEND=rq (a worker has the files), so a service without checkpoints is not held unready by it.")
+    warm_models: CommaList = Field(["tts"], description="Comma list of pipelines each worker builds in the background right after boot when the budget allows (not pinned: TTL and eviction apply); /health answers meanwhile and a request for another model is not held; empty = build on first use.")
     preload_models: CommaList = Field([], description="Comma list of pipelines built in each worker at start and never evicted (pinned).")
     backend: Literal["torch", "onnx"] = Field("onnx", description="Inference backend for every pipeline: onnx (lean, fits 512 MB) or torch (the reference and exporter; needs several GB).")
     tts_backend: Literal["", "torch", "onnx"] = Field("", description="Backend for tts only; empty = BACKEND.")
@@ -66,7 +67,7 @@ class Settings(BaseSettings):
     ai_voice_backend: Literal["", "torch", "onnx"] = Field("", description="Backend for ai_voice only; empty = BACKEND.")
     use_int8_quantization: bool = Field(False, description="Dynamic int8 quantisation of Linear layers where it helps (torch backend).")
     model_dtype: Literal["float32", "bfloat16"] = Field("float32", description="Weight dtype on the torch backend; bfloat16 needs a CPU with bf16 support.")
-    inference_threads: int = Field(0, ge=0, le=64, description="Intra-op threads per worker for torch / ONNX Runtime; 0 = library default (all cores).")
+    inference_threads: int = Field(0, ge=0, le=64, description="Threads per worker for ONNX Runtime, torch and numpy's BLAS/OpenMP pools; 0 = the CPU quota's whole CPUs, at least 1 (cgroup cpu.max / cpu.cfs_quota_us and the CPU affinity; never the host's core count).")
     model_dir: Path = Field(Path("models"), description="Folder holding local model folders and exported ONNX models (scripts/fetch_models.py writes it).")
     state_dir: Path | None = Field(None, description="Folder the workers share and keep across restarts (measured model costs); unset = MODEL_DIR/state.")
     onnx_cpu_arena: bool = Field(True, description="ONNX Runtime CPU memory arena: 2.3x faster Kokoro synthesis than malloc per activation; with ONNX_ARENA_SHRINK its memory is returned after each run.")
@@ -137,7 +138,7 @@ class Settings(BaseSettings):
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("enabled_models", "preload_models", "api_keys", "admin_api_keys", "ai_voice_labels", mode="before")
+    @field_validator("enabled_models", "preload_models", "warm_models", "api_keys", "admin_api_keys", "ai_voice_labels", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
@@ -157,7 +158,7 @@ class Settings(BaseSettings):
             table[alias] = voice
         return table
 
-    @field_validator("enabled_models", "preload_models")
+    @field_validator("enabled_models", "preload_models", "warm_models")
     @classmethod
     def _known_models(cls, value: list[str]) -> list[str]:
         unknown = [name for name in value if name not in MODEL_NAMES]

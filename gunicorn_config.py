@@ -19,6 +19,15 @@ from config import load_settings
 settings = load_settings()
 logger = logging.getLogger("gunicorn.error")
 
+# The CPU quota, read once: every thread pool the workers start (ONNX Runtime, torch, numpy's
+# OpenBLAS/OpenMP) is sized to it, not to the host's cores a container sees (backend/cpu_quota.py).
+# Set here, in the master, before anything imports numpy: the workers inherit it.
+from backend.cpu_quota import cpu_quota, inference_threads, limit_thread_pools  # noqa: E402 - after the settings
+
+cpu = cpu_quota()
+pool_threads = inference_threads(settings.inference_threads)
+limit_thread_pools(pool_threads)
+
 #
 # Server socket
 #
@@ -37,7 +46,10 @@ backlog = 64
 #       while model inference releases the GIL.
 #   timeout - a silent worker is killed after this many seconds (0 disables); model builds
 #       and long syntheses must fit in it.
-#   graceful_timeout - time a worker gets to finish its requests on restart.
+#   graceful_timeout - time a worker gets to finish its requests on restart or stop; below
+#       Render's 30 s between SIGTERM and SIGKILL by default, so a stop is always a clean exit.
+#   threads - not sized to the CPU quota: a thread waiting for a model or a slow client uses no
+#       CPU, and model runs are bounded by MODEL_CONCURRENCY (config.py THREADS).
 #   max_requests / max_requests_jitter - recycle a worker after about this many requests, so a
 #       slow leak (allocator fragmentation, caches) can never grow into an OOM kill.
 #   worker_tmp_dir - the heartbeat file lives in RAM (/dev/shm), not on a disk that may stall.
@@ -146,6 +158,9 @@ def on_starting(server):
         "memory budget %d MB (margin %d MB), workers=%d threads=%d preload=%s backend=%s ttl=%ss pinned=%s",
         settings.memory_budget_mb, settings.memory_margin_mb, settings.workers, settings.threads,
         settings.preload, settings.backend, settings.model_ttl_s, ",".join(settings.preload_models) or "none")
+    server.log.info("cpu: quota %s CPU (%s), affinity %d cores -> %d inference thread(s)%s",
+                    "none" if cpu.quota_cpus is None else f"{cpu.quota_cpus:g}", cpu.source, cpu.affinity_cpus,
+                    pool_threads, " (INFERENCE_THREADS)" if settings.inference_threads else "")
 
 
 def post_fork(server, worker):
@@ -161,6 +176,7 @@ def post_worker_init(worker):
     from backend.memory.readings import rss_mb
     from backend.jobs import get_jobs
     from backend.registry import get_registry
+    from backend.warmup import start_warm_up
 
     registry = get_registry(worker.wsgi)
     # The budget counts the master and all workers; pinned models load now. When a model cannot
@@ -170,6 +186,7 @@ def post_worker_init(worker):
     # a fresh worker, as after MAX_REQUESTS.
     registry.start_worker(root_pid=os.getppid(), recycle=partial(os.kill, worker.pid, signal.SIGTERM))
     get_jobs(worker.wsgi).start_worker()  # local jobs: this worker's dispatcher (queued jobs survive restarts)
+    start_warm_up(registry, [name for name in settings.warm_models if name not in settings.preload_models])
     worker.log.info("worker %d booted: rss %.1f MB, budget %d MB", worker.pid, rss_mb(), settings.memory_budget_mb)
 
 

@@ -113,8 +113,9 @@ class LiveServer:
         full_env = {k: v for k, v in os.environ.items() if k.upper() not in settings_vars}
         self._state = tempfile.TemporaryDirectory(prefix="speech-state-")  # its own measured costs
         # No rate limit unless the test sets one (RATE_LIMIT): its requests come as fast as it sends them.
-        full_env.update({"PORT": str(port), "PYTHONUNBUFFERED": "1", "STATE_DIR": self._state.name, "RATE_LIMIT": ""},
-                        **env)
+        # No background warm-up unless the test sets one (WARM_MODELS): what is loaded is what it asked for.
+        full_env.update({"PORT": str(port), "PYTHONUNBUFFERED": "1", "STATE_DIR": self._state.name, "RATE_LIMIT": "",
+                         "WARM_MODELS": ""}, **env)
         self.log = ROOT / f".pytest-gunicorn-{port}.log"
         self._log_file = open(self.log, "wb")
         self.proc = subprocess.Popen(

@@ -1,5 +1,6 @@
 """GET /api/operator (ops policy, like /ready): what the operator panel at / polls — memory against
-the budget and the admission line, each model's state and measured MB, the registry's recent events.
+the budget and the admission line, the CPU quota and the threads chosen from it, each model's
+state and measured MB, the registry's recent events.
 
 Small on purpose (the page asks every few seconds): the full per-model figures stay in
 /api/models. Memory is the service's (every worker); models and events are the answering
@@ -10,11 +11,12 @@ from __future__ import annotations
 import os
 import time
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, current_app, jsonify
 
 from backend.api.openapi import endpoint
 from backend.api.schemas.operator import OperatorModel, OperatorStatus
 from backend.auth import Policy, protect
+from backend.cpu_quota import cpu_quota, inference_threads
 from backend.registry import get_registry
 
 bp = protect(Blueprint("operator", __name__), Policy.OPS)
@@ -23,11 +25,12 @@ bp = protect(Blueprint("operator", __name__), Policy.OPS)
 @bp.get("/api/operator")
 @endpoint(responses={200: OperatorStatus})
 def operator():
-    """Memory against the budget and the admission line, each model's state and cost, recent registry events."""
+    """Memory against the budget and the admission line, the CPU quota and threads, each model's state and cost, recent registry events."""
     registry = get_registry()
     memory = registry.budget_status()
     # Admission admits a model while the service stays under this line (registry._make_room).
     memory["admission_limit_mb"] = round(registry.effective_budget_mb - registry.margin_mb, 1)
     memory["reserved_by_other_workers_mb"] = round(registry.peers.reserved_mb(), 1)
     models = [{k: row[k] for k in OperatorModel.model_fields} for row in registry.snapshot()]
-    return jsonify(at=time.time(), pid=os.getpid(), memory=memory, models=models, events=registry.events.recent())
+    cpu = {**cpu_quota().describe(), "inference_threads": inference_threads(current_app.config["SETTINGS"].inference_threads)}
+    return jsonify(at=time.time(), pid=os.getpid(), memory=memory, cpu=cpu, models=models, events=registry.events.recent())

@@ -24,8 +24,19 @@ from typing import Any
 _MB = 1024 * 1024
 
 
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
 def fetch_command(model: str) -> str:
-    """The one command that provisions a model on a machine that reaches the Hugging Face hub."""
+    """The one command that provisions a model on a machine that reaches the Hugging Face hub.
+
+    Inside an image (the Dockerfile copies the server only: no scripts/, no .venv) the fix is a
+    rebuild where the model can be had, or a provisioned models folder mounted at MODEL_DIR.
+    """
+    if not (PROJECT_ROOT / "scripts" / "fetch_models.py").is_file():
+        return (f"rebuild the image where {model} can be fetched (`scripts/build_image.sh lean` in a checkout; "
+                f"`--build-arg STRICT_MODELS=1` makes a missing model fail the build), or mount a volume holding a "
+                f"provisioned models folder (`scripts/fetch_models.py --models {model}` run in a checkout) at MODEL_DIR")
     return f"`.venv/bin/python scripts/fetch_models.py --models {model}` (or `make models`)"
 
 

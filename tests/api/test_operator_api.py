@@ -22,6 +22,7 @@ def test_operator_shows_memory_the_admission_line_models_and_events(make_app):
     memory = body["memory"]
     assert memory["admission_limit_mb"] == round(registry.effective_budget_mb - 10, 1)
     assert memory["used_mb"] > 0 and memory["budget_mb"] == round(registry.effective_budget_mb, 1)
+    assert body["cpu"]["inference_threads"] >= 1 and body["cpu"]["cpus"] > 0 and body["cpu"]["source"]
     rows = {m["name"]: m for m in body["models"]}
     assert rows["mid"]["measured_mb"] > 0
     assert not {"reason", "fix", "source", "last_error"} & set(rows["huge"])  # as public as /api/models

@@ -51,3 +51,15 @@ def test_pinned_models_load_in_each_worker_after_fork_not_in_the_master(live_ser
     master_mb = psutil.Process(server.proc.pid).memory_info().rss / 2**20
     assert all(w.memory_info().rss / 2**20 - master_mb > 60 for w in workers)  # the master holds none
     assert server.output().count("event=model_loaded model=tts") == 2
+
+
+def test_warm_models_build_in_the_background_after_boot_unpinned(live_server):
+    env = {"WARM_MODELS": "tts", "FAKE_MODELS_MB": "tts=60,language=40", "ADMIN_API_KEYS": "k"}
+    server = live_server(env, app="tests.budget_app:create_app()")
+    deadline = time.time() + 30
+    while "warm-up tts: built" not in server.output() and time.time() < deadline:
+        time.sleep(0.2)
+    rows = {m["name"]: m for m in requests.get(server.url + "/api/models", headers={"x-api-key": "k"}, timeout=5).json()["models"]}
+    assert rows["tts"]["state"] == "loaded" and not rows["tts"]["pinned"]
+    assert rows["language"]["state"] == "not loaded"  # only what WARM_MODELS names
+    assert "inference thread(s)" in server.output()  # the quota and the threads chosen, in the start-up log

@@ -72,3 +72,41 @@ def test_exported_folder_found_or_refused(tmp_path, make_settings) -> None:
     (tmp_path / "whisper" / "meta.json").write_text(json.dumps({"languages": ["en"]}))
     path, meta = exported_model_or_unavailable(settings, "whisper", "language")
     assert path == tmp_path / "whisper" / "model.onnx" and meta == {"languages": ["en"]}
+
+
+def test_threads_zero_follow_the_cpu_quota_not_the_host_cores(tiny_model, make_settings, monkeypatch) -> None:
+    from backend import cpu_quota
+
+    monkeypatch.setattr(cpu_quota, "cpu_quota", lambda: cpu_quota.CpuQuota(0.1, 64, "test"))
+    session = make_session(tiny_model, make_settings(inference_threads=0))
+    assert session.get_session_options().intra_op_num_threads == 1
+
+
+def test_the_saved_optimised_graph_is_loaded_and_answers_the_same(tiny_model, make_settings, caplog) -> None:
+    from backend.pipelines.onnx_session import optimized_graph_path, save_optimized_graph, saved_graph
+
+    settings = make_settings(inference_threads=1)
+    x = np.linspace(-1, 1, 8, dtype=np.float32).reshape(2, 4)
+    before = make_session(tiny_model, settings).run(None, {"x": x})[0]
+    assert saved_graph(tiny_model) is None
+    saved = save_optimized_graph(tiny_model, settings)
+    assert saved == optimized_graph_path(tiny_model) and saved.is_file()
+    assert saved_graph(tiny_model) == saved
+    with caplog.at_level("INFO", logger="backend.pipelines.onnx_session"):
+        after = make_session(tiny_model, settings).run(None, {"x": x})[0]
+    assert "loads its saved optimised graph" in caplog.text
+    np.testing.assert_array_equal(after, before)
+
+
+def test_a_saved_graph_of_another_model_file_is_ignored(tiny_model, make_settings) -> None:
+    from onnx import numpy_helper
+
+    from backend.pipelines.onnx_session import save_optimized_graph, saved_graph
+
+    save_optimized_graph(tiny_model, make_settings(inference_threads=1))
+    model = onnx.load(str(tiny_model))  # re-provisioned: same name, other weights
+    model.graph.initializer[0].CopyFrom(numpy_helper.from_array(np.ones((4, 3), dtype=np.float32), name="W"))
+    onnx.save(model, str(tiny_model))
+    assert saved_graph(tiny_model) is None
+    session = make_session(tiny_model, make_settings(inference_threads=1))
+    np.testing.assert_array_equal(session.run(None, {"x": np.ones((1, 4), dtype=np.float32)})[0], [[4, 4, 4]])

@@ -16,6 +16,16 @@ class OperatorMemory(BaseModel):
     reserved_by_other_workers_mb: float = Field(description="head-room other workers keep for their loaded models")
 
 
+class OperatorCpu(BaseModel):
+    """The CPU quota found at start (backend/cpu_quota.py) and the threads chosen from it."""
+
+    quota_cpus: float | None = Field(description="the cgroup's CPU quota in CPUs; null = no limit")
+    affinity_cpus: int = Field(description="cores this worker may run on")
+    cpus: float = Field(description="the smaller of the two: what the worker may keep busy")
+    source: str = Field(description="where the quota was read")
+    inference_threads: int = Field(description="threads of ONNX Runtime, torch and numpy's pools (INFERENCE_THREADS, 0 = from the quota)")
+
+
 class OperatorModel(BaseModel):
     """One model as the panel shows it (no paths, fixes or errors: those are in /ready and the admin details)."""
 
@@ -47,5 +57,6 @@ class OperatorStatus(BaseModel):
     at: float
     pid: int
     memory: OperatorMemory
+    cpu: OperatorCpu
     models: list[OperatorModel]
     events: list[RegistryEvent]
