@@ -10,7 +10,7 @@ from config import Settings, load_settings
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the Flask app; models are built later, by the registry, on first use."""
     from backend import auth, errors, jobs, limits, logs, web
-    from backend.api import analysis, animation, docs, health, metrics, models, operator, tts
+    from backend.api import analysis, animation, captions, docs, health, metrics, models, operator, tts
     from backend.catalog import model_specs
     from backend.memory import metrics as memory_metrics
     from backend.memory import middleware
@@ -42,7 +42,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     middleware.init_app(app)
     # Each blueprint declares its auth policy (backend.auth.protect); a route without one stops the app here.
     for blueprint in (health.bp, health.ready_bp, docs.bp, models.bp, models.admin_bp, metrics.bp, operator.bp,
-                      tts.bp, analysis.bp, animation.bp, web.bp):
+                      tts.bp, captions.bp, analysis.bp, animation.bp, web.bp):
         app.register_blueprint(blueprint)
     auth.check_policies(app)
     limits.init_app(app)

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 from flask import Blueprint, Response, current_app, jsonify
 
+from backend.api.captions import captioned_answer, speak_timed
 from backend.api.openapi import Binary, endpoint
 from backend.api.schemas.common import ErrorEnvelope, OpenObject
 from backend.api.schemas.tts import (ApiTtsBody, OpenAISpeechBody, api_tts_request, installed_voice,
@@ -45,8 +46,11 @@ def openai_speech(body: OpenAISpeechBody):
 @bp.post("/api/tts")
 @endpoint(body=ApiTtsBody, responses=SPEECH_ANSWERS)
 def api_tts(body: ApiTtsBody):
-    """This service's own shape: {text, voice, speed, format, lang}."""
-    return _speak(api_tts_request(body, current_app.config["SETTINGS"]))
+    """This service's own shape: {text, voice, speed, format, lang}; with `captions`, JSON (backend.api.captions)."""
+    request = api_tts_request(body, current_app.config["SETTINGS"])
+    if body.captions is not None:
+        return captioned_answer(speak_timed(request), body.captions)
+    return _speak(request)
 
 
 @bp.get("/api/voices")
@@ -55,7 +59,7 @@ def api_tts(body: ApiTtsBody):
 def voices():
     """Voices on disk for the configured backend, with their language, and the aliases; loads no model."""
     settings = current_app.config["SETTINGS"]
-    names = _installed_voices(settings)
+    names = installed_voices(settings)
     default = pick_default(names, settings.default_voice)
     aliases = [{"name": alias, "voice": voice, "installed": voice in names, "speaks": voice if voice in names else default}
                for alias, voice in sorted(settings.voice_aliases.items())]
@@ -63,7 +67,7 @@ def voices():
                     "voices": [voice_language(name) for name in names], "aliases": aliases})
 
 
-def _installed_voices(settings: Settings) -> list[str]:
+def installed_voices(settings: Settings) -> list[str]:
     return sorted(pipeline_class("tts", settings.backend_for("tts")).voice_names(settings))
 
 
@@ -71,7 +75,7 @@ def _speak(parsed: SpeechRequest) -> Response:
     registry = get_registry()
     registry.require_available("tts")  # 503 before anything is looked up, built or evicted
     settings = current_app.config["SETTINGS"]
-    request = installed_voice(parsed, settings, _installed_voices(settings))
+    request = installed_voice(parsed, settings, installed_voices(settings))
     lease = registry.lease("tts")
     streaming = False
     try:

@@ -148,6 +148,27 @@ def test_whole_wav_speech_plays(page) -> None:
          "the download link is not the WAV")
 
 
+def test_words_are_highlighted_as_they_are_spoken(page) -> None:
+    from selenium.webdriver.support.ui import Select
+    Select(by_testid(page, "tts-format")).select_by_value("wav")
+    wait(page, lambda d: by_testid(page, "tts-captions").is_displayed(), "no captions option (the API has captions)")
+    by_testid(page, "tts-captions").click()
+    text = by_testid(page, "tts-text")
+    text.clear()
+    text.send_keys("Come and sit down.")
+    by_testid(page, "tts-submit").click()
+    words = "return [...document.querySelectorAll('[data-testid=tts-words] span')].map((s) => s.textContent)"
+    wait(page, lambda d: js(page, words) == ["Come", "and", "sit", "down"], "the spoken words were not shown")
+    wait(page, lambda d: js(page, "return document.querySelector('[data-testid=tts-audio]').readyState") >= 1,
+         "the captioned audio never became playable")
+    # Seek into the third word (its time from the same answer the page got): that word, and only it, is lit.
+    lit = "return [...document.querySelectorAll('[data-testid=tts-words] span.spoken-now')].map((s) => s.textContent)"
+    js(page, "const a = document.querySelector('[data-testid=tts-audio]'); a.pause(); "
+             "a.currentTime = arguments[0]", float(js(page, "return document.querySelectorAll('[data-testid=tts-words] span')[2].dataset.start")) + 0.01)
+    wait(page, lambda d: js(page, lit) == ["sit"], "the word being said is not highlighted")
+    by_testid(page, "tts-captions").click()  # the later tests speak without captions
+
+
 def test_empty_text_shows_the_error_as_a_sentence(page, page_server) -> None:
     by_testid(page, "tts-text").clear()
     by_testid(page, "tts-submit").click()

@@ -68,6 +68,9 @@ class ApiTtsBody(SpeechOptions):
     text: str = Field(description=TEXT_HELP)
     format: str = Field("wav", max_length=16, json_schema_extra={"enum": list(FORMAT_NAMES)},
                         description="audio format (aac needs PyAV)")
+    captions: Literal["json", "srt", "vtt"] | None = Field(
+        None, description="also each word's start and end: the answer is then JSON with the audio in base64 and the "
+                          "captions as a word list (`json`) or SRT/WebVTT text (backend.api.captions)")
 
 
 class OpenAISpeechBody(SpeechOptions):

@@ -53,14 +53,19 @@ def loud_span(samples: np.ndarray, rate: int, below_db: float = TRIM_BELOW_DB) -
     return int(loud[0]) * frame, min(len(samples), (int(loud[-1]) + 1) * frame)
 
 
+def trim_bounds(samples: np.ndarray, rate: int, keep_s: float = KEEP_S) -> tuple[int, int]:
+    """(start, stop) of what trim() keeps of a piece; (0, 0) when the piece is silent."""
+    span = loud_span(samples, rate)
+    if span is None:
+        return 0, 0
+    keep = int(round(rate * keep_s))
+    return max(0, span[0] - keep), min(len(samples), span[1] + keep)
+
+
 def trim(samples: np.ndarray, rate: int, keep_s: float = KEEP_S, fade_s: float = FADE_S) -> np.ndarray:
     """The piece without its leading and trailing silence, keep_s of it left on each side, edges faded."""
     samples = np.asarray(samples, dtype=np.float32).reshape(-1)
-    span = loud_span(samples, rate)
-    if span is None:
-        return samples[:0]
-    keep = int(round(rate * keep_s))
-    start, stop = max(0, span[0] - keep), min(len(samples), span[1] + keep)
+    start, stop = trim_bounds(samples, rate, keep_s)
     out = samples[start:stop].copy()
     fade = min(int(round(rate * fade_s)), len(out) // 2)
     if fade:

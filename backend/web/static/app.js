@@ -267,6 +267,39 @@ async function loadSpeechOptions() {
     $("tts-input-type-field").hidden = false;
   }
   $("tts-normalize-field").hidden = !(doc && requestField(doc, "/api/tts", "normalize"));
+  $("tts-captions-field").hidden = !(doc && requestField(doc, "/api/tts", "captions"));
+}
+
+// Word highlighting: /api/tts with captions answers JSON, the audio in base64 and each word's start and end.
+function showWords(words, audio) {
+  const box = $("tts-words");
+  const spans = words.map((w) => {
+    const span = Object.assign(document.createElement("span"), { textContent: w.word });
+    Object.assign(span.dataset, { start: w.start_time, end: w.end_time });
+    return span;
+  });
+  box.replaceChildren(...spans.flatMap((span) => [span, " "]));
+  box.hidden = words.length === 0;
+  let current = -1;
+  const mark = () => {
+    const t = audio.currentTime;
+    let index = -1;
+    for (let i = 0; i < words.length && words[i].start_time <= t; i += 1) index = i;
+    if (index >= 0 && t > words[index].end_time + 0.25) index = -1;  // between sentences: nothing lit
+    if (index === current) return;
+    if (current >= 0) spans[current].classList.remove("spoken-now");
+    if (index >= 0) spans[index].classList.add("spoken-now");
+    current = index;
+  };
+  const tick = () => { mark(); if (!audio.paused && !audio.ended) requestAnimationFrame(tick); };
+  audio.onplay = () => requestAnimationFrame(tick);
+  audio.onseeked = mark;
+  audio.onended = mark;
+}
+
+function base64Blob(text, type) {
+  const bytes = Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
+  return new Blob([bytes], { type });
 }
 
 function speechBody(format) {
@@ -274,6 +307,7 @@ function speechBody(format) {
     speed: Number($("tts-speed").value), format };
   if (!$("tts-input-type-field").hidden) body.input_type = $("tts-input-type").value;
   if (!$("tts-normalize-field").hidden) body.normalize = $("tts-normalize").checked;
+  if (!$("tts-captions-field").hidden && $("tts-captions").checked) body.captions = "json";
   return body;
 }
 
@@ -291,11 +325,21 @@ async function speak(event) {
       body: JSON.stringify(speechBody(format)),
     });
     $("tts-result").hidden = false;
-    const streamable = format === "mp3" && window.MediaSource && MediaSource.isTypeSupported("audio/mpeg") && response.body;
+    const captioned = response.headers.get("Content-Type") === "application/json";
+    if (!captioned) $("tts-words").hidden = true;
+    const streamable = !captioned && format === "mp3" && window.MediaSource && MediaSource.isTypeSupported("audio/mpeg") && response.body;
     let file;
     if (streamable) {
       audio.dataset.mode = "stream";
       file = await playStreaming(response, audio);
+    } else if (captioned) {
+      audio.dataset.mode = "whole";
+      const answer = await response.json();
+      file = base64Blob(answer.audio, format === "pcm" ? "audio/L16" : `audio/${format}`);
+      const rate = answer.sample_rate || 24000;
+      audio.src = URL.createObjectURL(format === "pcm" ? wavFromPcm16(await file.arrayBuffer(), rate) : file);
+      showWords(answer.captions, audio);
+      audio.play().catch(() => {});
     } else {
       audio.dataset.mode = "whole";
       file = await response.blob();
