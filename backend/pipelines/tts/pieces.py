@@ -2,7 +2,8 @@
 
 Kokoro's context is 512 positions (510 phonemes plus two pad tokens); a synthesis's activation
 memory grows with the piece, so the server caps pieces lower (TTS_PIECE_TOKENS). The first piece
-is short (TTS_FIRST_PIECE_TOKENS: a clause, or a few words) so the first audio leaves early
+is short (TTS_FIRST_PIECE_TOKENS: a clause ending within half as much again, else a few words) so the first
+audio leaves early
 (a text of at most twice that is one piece: it is quick to say whole);
 each later piece may be twice as long as the one before, up to TTS_PIECE_TOKENS, which keeps
 synthesis ahead of playback. Sentences are packed together while they fit, never across a
@@ -124,6 +125,18 @@ def _split_word(word: str, vocab: dict[str, int], limit: int) -> list[str]:
     return out + [head] if head else out
 
 
+def _first_phrase(atoms: list[tuple[str, str]], cap: int, limit: int, tokens: Callable[[str], int]) -> int:
+    """How many atoms the first piece takes when a clause ends between half the cap and half as much again
+    (a phrase, not a cut between words: "The kettle is on," rather than "The kettle is"); 0 when none does."""
+    for i, (_, after) in enumerate(atoms[:-1]):
+        said = tokens(" ".join(w for w, _ in atoms[:i + 1]))
+        if said > min(cap * 3 // 2, limit):
+            return 0
+        if after == "clause" and said >= cap // 2:
+            return i + 1
+    return 0
+
+
 def plan_pieces(segments: list[Segment], phonemize: Callable[[str], str], vocab: dict[str, int],
                 limit: int = MAX_TOKENS, first_limit: int = 0, track: WordTrack | None = None,
                 label: Label | None = None) -> list[PlanItem]:
@@ -190,7 +203,13 @@ def _plan(units: list[tuple[str, str] | Pause], vocab: dict[str, int], limit: in
             spoken += 1
             continue
         current: list[tuple[str, str]] = []
-        for word, after in _atoms(phonemes, boundary):
+        atoms = _atoms(phonemes, boundary)
+        if spoken == 0 and first_limit:
+            phrase = _first_phrase(atoms, piece_limit(0, limit, first_limit), limit, tokens)
+            if phrase:
+                emit(atoms[:phrase])
+                atoms = atoms[phrase:]
+        for word, after in atoms:
             cap = piece_limit(spoken, limit, first_limit)
             if tokens(word) > cap:  # one giant "word": flush, then cut it anywhere
                 if current:
