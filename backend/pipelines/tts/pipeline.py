@@ -24,6 +24,7 @@ import numpy as np
 from backend.audio.encode import CONTENT_TYPES, encode, encode_stream
 from backend.errors import BadRequest, UnprocessableEntity
 from backend.pipelines.base import Pipeline
+from backend.pipelines.turns import PieceTurns
 from backend.pipelines.tts import joins, markup
 from backend.pipelines.tts.g2p import Phonemizer, g2p_code, g2p_modules
 from backend.pipelines.tts.length import check_speech_length
@@ -124,6 +125,8 @@ class KokoroPipeline(Pipeline):
         self.voices: VoiceBank | None = None
         self.phonemizer: Phonemizer | None = None
         self.source = ""
+        # The model's running slots, taken one piece at a time by the requests admitted to it (turns.py).
+        self.turns = PieceTurns(settings.model_concurrency, settings.tts_turn_rule)
 
     def _load_phonemizer(self) -> None:
         self.phonemizer = Phonemizer(self.settings)
@@ -240,6 +243,7 @@ class KokoroPipeline(Pipeline):
         lengths, trimming = self.pause_lengths, self.settings.tts_trim_silence
         pieces = [i for i, item in enumerate(features.plan) if isinstance(item, TokenPiece)]
         last_piece, held, position = (pieces[-1] if pieces else -1), False, 0
+        ticket = self.turns.join(len(pieces))
         try:
             for index, item in enumerate(features.plan):
                 if isinstance(item, Pause):
@@ -249,10 +253,12 @@ class KokoroPipeline(Pipeline):
                     continue
                 style = features_style(features.style, len(item.token_ids))
                 held = index != last_piece
-                if times is None:
-                    audio, durations = self._synthesize(item.token_ids, style, features.speed, last=not held), None
-                else:
-                    audio, durations = self._synthesize_timed(item.token_ids, style, features.speed, last=not held)
+                with self.turns.turn(ticket):  # one piece, then the next request waiting has its turn
+                    if times is None:
+                        audio, durations = self._synthesize(item.token_ids, style, features.speed, last=not held), None
+                    else:
+                        audio, durations = self._synthesize_timed(item.token_ids, style, features.speed,
+                                                                  last=not held)
                 audio = np.asarray(audio, dtype=np.float32).reshape(-1)
                 cut, stop = joins.trim_bounds(audio, SAMPLE_RATE_HZ) if trimming else (0, len(audio))
                 if durations is not None and times is not None:
@@ -263,6 +269,7 @@ class KokoroPipeline(Pipeline):
                 position += len(audio)
                 yield audio
         finally:
+            self.turns.leave(ticket)  # a closed stream (client gone) frees its place at this piece boundary
             if held:  # the stream was closed before its last piece (client gone)
                 self._release()
 

@@ -1,0 +1,151 @@
+"""Turns by piece (backend.pipelines.turns): admitted requests interleave piece by piece on one model slot.
+
+Deterministic: threads wait on the scheduler's own state (who is running, who waits), never on time.
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from backend.api.schemas.tts import validate_request
+from backend.pipelines.turns import PieceTurns, Ticket, choose
+from config import build_settings
+from tests.unit.test_tts_pipeline import ScriptedKokoro
+
+LONG = " [pause:0.1s] ".join(f"Piece number {n}." for n in range(1, 6))  # five pieces (a pause splits them)
+SHORT = "Hi."
+
+
+def test_round_robin_serves_in_order_of_asking() -> None:
+    a, b, c = Ticket(9, asked=3), Ticket(1, asked=5), Ticket(4, asked=1)
+    assert choose([a, b, c], "round_robin") is c
+
+
+def test_shortest_puts_requests_with_few_pieces_left_first() -> None:
+    long_early, short_late, other_short = Ticket(9, asked=1), Ticket(1, asked=7), Ticket(2, asked=8)
+    assert choose([long_early, short_late, other_short], "shortest") is short_late
+    assert choose([long_early, Ticket(3, asked=2)], "shortest") is long_early  # no short one: in order
+
+
+class GatedKokoro(ScriptedKokoro):
+    """Records which request ran each piece; a piece of the request named in `hold` waits for `gate`."""
+
+    def __init__(self, settings) -> None:
+        super().__init__(settings)
+        self.ran: list[str] = []
+        self.hold: str | None = None
+        self.gate = threading.Event()
+        self.inside = threading.Event()
+
+    def _synthesize(self, token_ids, style, speed, last=True) -> np.ndarray:
+        name = threading.current_thread().name
+        self.ran.append(name)
+        if name == self.hold:
+            self.inside.set()
+            assert self.gate.wait(60)
+            self.hold = None
+        return super()._synthesize(token_ids, style, speed, last)
+
+
+@pytest.fixture(params=["round_robin", "shortest"])
+def pipe(request):
+    pipeline = GatedKokoro(build_settings(prometheus_multiproc_dir=None, tts_first_piece_tokens=0,
+                                          tts_turn_rule=request.param))
+    pipeline.load()
+    return pipeline
+
+
+def speak(pipe, text: str, results: dict, name: str, stop_after: int | None = None) -> threading.Thread:
+    def consume() -> None:
+        blocks = pipe.run(pipe.preprocess(validate_request(pipe.settings, text=text, fmt="wav"))).blocks
+        got = []
+        for block in blocks:
+            got.append(len(block))
+            if stop_after is not None and len(got) >= stop_after:
+                blocks.close()  # the client went away
+                break
+        results[name] = got
+
+    thread = threading.Thread(target=consume, name=name, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_short_request_runs_at_the_long_ones_next_piece_boundary(pipe) -> None:
+    results: dict = {}
+    pipe.hold = "long"
+    long = speak(pipe, LONG, results, "long")
+    assert pipe.inside.wait(60)  # the long request is synthesising its first piece
+    short = speak(pipe, SHORT, results, "short")
+    assert pipe.turns.wait_until(lambda turns: turns.waiting == 1, 60)  # the short one waits its turn
+    pipe.gate.set()
+    short.join(60)
+    long.join(60)
+    assert pipe.ran[:2] == ["long", "short"]  # not after all five of the long one's pieces
+    assert pipe.ran.count("long") == 5 and pipe.turns.active == 0
+
+
+def test_two_long_requests_alternate_piece_by_piece(pipe) -> None:
+    results: dict = {}
+    pipe.hold = "first"
+    first = speak(pipe, LONG, results, "first")
+    assert pipe.inside.wait(60)
+    second = speak(pipe, LONG, results, "second")
+    assert pipe.turns.wait_until(lambda turns: turns.waiting == 1, 60)
+    pipe.gate.set()
+    first.join(60)
+    second.join(60)
+    # Each asks again only after its piece's audio was taken, the other having asked before: they alternate
+    # (the consumer threads are free-running, so only the first four turns are fixed by the rule).
+    assert pipe.ran[:2] == ["first", "second"] and sorted(pipe.ran) == ["first"] * 5 + ["second"] * 5
+
+
+def test_piece_order_inside_a_request_does_not_change(pipe) -> None:
+    results: dict = {}
+    alone = ScriptedKokoro(pipe.settings)
+    alone.load()
+    expected = [len(b) for b in alone.run(alone.preprocess(validate_request(alone.settings, text=LONG,
+                                                                            fmt="wav"))).blocks]
+    pipe.hold = "short"
+    short = speak(pipe, SHORT, results, "short")
+    assert pipe.inside.wait(60)
+    long = speak(pipe, LONG, results, "long")
+    assert pipe.turns.wait_until(lambda turns: turns.waiting == 1, 60)
+    pipe.gate.set()
+    short.join(60)
+    long.join(60)
+    assert results["long"] == expected
+
+
+def test_a_client_that_goes_away_frees_its_place_at_the_next_piece_boundary(pipe) -> None:
+    results: dict = {}
+    pipe.hold = "gone"
+    gone = speak(pipe, LONG, results, "gone", stop_after=1)
+    assert pipe.inside.wait(60)
+    waiting = speak(pipe, SHORT, results, "waiting")
+    assert pipe.turns.wait_until(lambda turns: turns.waiting == 1, 60)
+    pipe.gate.set()
+    gone.join(60)
+    waiting.join(60)
+    assert pipe.ran.count("gone") == 1  # its four other pieces were never synthesised
+    assert results["waiting"] and pipe.turns.active == 0 and pipe.turns.waiting == 0
+
+
+def test_one_slot_runs_one_piece_at_a_time() -> None:
+    turns = PieceTurns(slots=1)
+    a, b = turns.join(2), turns.join(2)
+    running = []
+
+    def piece(ticket: Ticket, name: str) -> None:
+        with turns.turn(ticket):
+            running.append(name)
+
+    with turns.turn(a):
+        other = threading.Thread(target=piece, args=(b, "b"))
+        other.start()
+        assert turns.wait_until(lambda t: t.waiting == 1, 60)
+        assert running == []  # b waits while a holds the one slot
+    other.join(60)
+    assert running == ["b"]
