@@ -28,7 +28,7 @@ def operator():
     """Memory against the budget and the admission line, the CPU quota and threads, each model's state and cost, recent registry events."""
     registry = get_registry()
     memory = registry.budget_status()
-    # Admission admits a model while the service stays under this line (registry._make_room).
+    # Admission admits a model while the service stays under this line (backend.registry.gate: Gate._make_room).
     memory["admission_limit_mb"] = round(registry.effective_budget_mb - registry.margin_mb, 1)
     memory["reserved_by_other_workers_mb"] = round(registry.peers.reserved_mb(), 1)
     models = [{k: row[k] for k in OperatorModel.model_fields} for row in registry.snapshot()]

@@ -1,5 +1,4 @@
-"""Admission: may a model be built now, after evicting which idle models, or must it be refused;
-and when refused with nothing else loaded, would replacing the worker make room.
+"""Admission: may a model be built now, after evicting which idle models, or must it be refused.
 
 A pure decision over what the registry knows of each model and one reading of the service's
 memory. The registry does the I/O around it (reads memory, unloads the victims one at a time,
@@ -75,14 +74,3 @@ def admit(models: Iterable[ModelFigures], *, name: str, need_mb: float, used_mb:
             return Admission(Outcome.WAIT, used, free, tuple(waited_for))
     return Admission(Outcome.REFUSE, used, free)
 
-
-def recycle_helps(*, used_mb: float, retained_mb: float, need_fresh_mb: float, limit_mb: float) -> bool:
-    """Whether a fresh worker would admit a model this one must refuse with nothing else loaded or in use.
-
-    `retained_mb` is this worker's memory above what it held when it booted: pages the allocator
-    kept after earlier models were unloaded, or a leak, plus runtimes it imported. A replacement
-    gives all of it back but must import the runtime again (`need_fresh_mb` includes that). When
-    even a fresh worker could not fit the model (another worker holds the memory), recycling
-    would only cost a restart, so the answer is no.
-    """
-    return retained_mb > 0 and used_mb - retained_mb + need_fresh_mb <= limit_mb

@@ -365,7 +365,7 @@ def test_decoding_is_admitted_against_the_budget(app_factory, speech_wav, monkey
     response = app.test_client().post("/api/detect-ai-voice", data=speech_wav, content_type="audio/wav")
     assert response.status_code == 503 and response.json["error"]["code"] == "memory_budget_exceeded"
     assert "audio decode" in response.json["error"]["message"] and int(response.headers["Retry-After"]) > 0
-    assert registry._jobs_mb == {}
+    assert registry.gate.jobs() == {}
 
 
 def test_availability_is_checked_before_the_upload_is_read(make_app) -> None:

@@ -128,7 +128,7 @@ def test_a_build_waits_for_the_model_in_use_then_evicts_it_holding_new_requests_
     first = registry.lease("a")
     builder = threading.Thread(target=registry.load, args=("b",))
     builder.start()
-    _wait_until(lambda: registry._entries["a"].draining == 1)  # b waits for a, a stays loaded meanwhile
+    _wait_until(lambda: registry.lifecycle.handles["a"].draining == 1)  # b waits for a, a stays loaded meanwhile
     assert registry.state("a") is ModelState.LOADED and registry.state("b") is ModelState.LOADING
     got_a = threading.Event()
     late = threading.Thread(target=lambda: registry.acquire("a").__enter__() and got_a.set())
@@ -140,7 +140,7 @@ def test_a_build_waits_for_the_model_in_use_then_evicts_it_holding_new_requests_
     assert got_a.is_set() and not builder.is_alive()
     # a went idle, was evicted for b, and the late request built a again in turn (b was idle by then)
     assert events == [("load", "a"), ("evict", "a"), ("load", "b"), ("evict", "b"), ("load", "a")]
-    assert registry._entries["a"].draining == 0
+    assert registry.lifecycle.handles["a"].draining == 0
 
 
 def test_requests_held_back_for_a_build_count_in_the_models_queue(registry_factory):
@@ -150,12 +150,12 @@ def test_requests_held_back_for_a_build_count_in_the_models_queue(registry_facto
     first = registry.lease("a")
     builder = threading.Thread(target=registry.load, args=("b",))
     builder.start()
-    _wait_until(lambda: registry._entries["a"].draining == 1)
+    _wait_until(lambda: registry.lifecycle.handles["a"].draining == 1)
     with pytest.raises(ModelBusy, match="MAX_QUEUE"):
         registry.lease("a")
     first.release()
     builder.join(timeout=30)
-    assert registry.state("b") is ModelState.LOADED and registry._waiting.get("a", 0) == 0
+    assert registry.state("b") is ModelState.LOADED and registry.slots.waiting("a") == 0
 
 
 def test_a_model_is_loaded_and_held_before_its_builds_locks_go(registry_factory):
@@ -164,7 +164,7 @@ def test_a_model_is_loaded_and_held_before_its_builds_locks_go(registry_factory)
     registry = registry_factory([fake_spec("a", 20)])
     seen: list[tuple[str, int]] = []  # the load event fires once the admission locks are released
     registry.subscribe(lambda event, name, facts: event == "load" and seen.append(
-        (registry.state(name).value, registry._entries[name].in_use)))
+        (registry.state(name).value, registry.lifecycle.handles[name].in_use)))
     lease = registry.lease("a")
     assert seen == [("loaded", 1)]
     lease.release()
@@ -178,7 +178,7 @@ def test_a_build_waiting_for_a_model_in_use_is_refused_after_the_queue_timeout(r
             registry.load("b")
         assert "a did not finish within 0.2 s (QUEUE_TIMEOUT_S)" in caught.value.message
         assert caught.value.headers["Retry-After"] == str(registry.retry_after_s)
-        assert registry.state("a") is ModelState.LOADED and registry._entries["a"].draining == 0
+        assert registry.state("a") is ModelState.LOADED and registry.lifecycle.handles["a"].draining == 0
     with registry.acquire("a"):  # nothing is left held back
         pass
 
@@ -337,7 +337,7 @@ def test_a_full_queue_is_refused_at_once_with_model_busy(registry_factory):
     with registry.acquire("tts"):
         waiter = threading.Thread(target=lambda: served.append(registry.lease("tts").release() or "queued"))
         waiter.start()
-        _wait_until(lambda: registry._waiting.get("tts") == 1)
+        _wait_until(lambda: registry.slots.waiting("tts") == 1)
         started = time.monotonic()
         with pytest.raises(ModelBusy) as caught:
             registry.lease("tts")
@@ -345,7 +345,7 @@ def test_a_full_queue_is_refused_at_once_with_model_busy(registry_factory):
         assert "MAX_QUEUE" in caught.value.message and caught.value.headers["Retry-After"]
         assert caught.value.code == "model_busy" and caught.value.status == 503
     waiter.join(timeout=30)
-    assert served == ["queued"] and registry._waiting["tts"] == 0
+    assert served == ["queued"] and registry.slots.waiting("tts") == 0
     assert next(r for r in registry.snapshot() if r["name"] == "tts")["in_use"] == 0
 
 

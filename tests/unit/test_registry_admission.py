@@ -1,7 +1,7 @@
 """Admission as the pure decision it is: models' figures and one memory reading in, a verdict out."""
 from __future__ import annotations
 
-from backend.registry.admission import ModelFigures, Outcome, admit, recycle_helps
+from backend.registry.admission import ModelFigures, Outcome, admit
 
 LIMIT_MB = 400.0
 
@@ -80,15 +80,6 @@ def test_an_idle_model_that_makes_room_is_evicted_rather_than_waiting():
 def test_exactly_at_the_limit_fits():
     assert admit([], name="x", need_mb=150, used_mb=250, limit_mb=LIMIT_MB).fits
     assert admit([], name="x", need_mb=150.001, used_mb=250, limit_mb=LIMIT_MB).outcome is Outcome.REFUSE
-
-
-def test_a_replacement_helps_only_when_a_fresh_worker_would_fit_the_model():
-    # 300 used, 150 of it this worker's retained memory: a fresh worker has 250 free for the 200 it needs
-    assert recycle_helps(used_mb=300, retained_mb=150, need_fresh_mb=200, limit_mb=400)
-    # other workers hold the memory: a fresh one would be refused too
-    assert not recycle_helps(used_mb=300, retained_mb=20, need_fresh_mb=200, limit_mb=400)
-    # nothing retained: replacing the worker changes nothing
-    assert not recycle_helps(used_mb=100, retained_mb=0, need_fresh_mb=500, limit_mb=400)
 
 
 def test_head_room_other_workers_reserve_counts_as_used_and_cannot_be_evicted():

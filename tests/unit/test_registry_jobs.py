@@ -10,9 +10,9 @@ def test_admit_job_evicts_idle_models_then_reserves(registry_factory):
     registry.load("b")
     assert registry.admit_job("animation", 130)  # only fits once an idle model is gone
     assert sorted(registry.state(n).value for n in ("a", "b")) == ["loaded", "not loaded"]
-    assert registry._jobs_mb == {"animation": 130}
+    assert registry.gate.jobs() == {"animation": 130}
     registry.reserve_job("animation", 0)
-    assert registry._jobs_mb == {}
+    assert registry.gate.jobs() == {}
 
 
 def test_a_reserved_job_counts_against_model_admissions(registry_factory):
@@ -33,7 +33,7 @@ def test_a_job_waits_while_models_in_use_leave_no_room(registry_factory):
     with registry.acquire("a"):
         assert not registry.admit_job("animation", 100)
         assert registry.state("a").value == "loaded"  # in use: never evicted
-    assert registry._jobs_mb == {}
+    assert registry.gate.jobs() == {}
 
 
 def test_job_ever_fits_against_the_budget(registry_factory):

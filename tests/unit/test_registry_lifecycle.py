@@ -227,7 +227,7 @@ def test_a_request_measured_across_another_models_build_keeps_no_figures(registr
     lease.release()
     row = _row(registry, "a")
     assert row["request_peak_mb"] is None and row["first_use_mb"] is None
-    assert registry.costs.get(registry._entries["a"].key).request_peak_mb is None
+    assert registry.costs.get(registry.lifecycle.handles["a"].key).request_peak_mb is None
     with registry.acquire("a"):  # undisturbed: measured
         pass
     assert _row(registry, "a")["request_peak_mb"] is not None
@@ -239,11 +239,11 @@ def test_a_build_while_a_request_runs_is_not_shared_as_its_cost(registry_factory
     with registry.acquire("a") as pipe:
         pipe(None)  # a request that allocates 50 MB while b builds
         registry.load("b")
-    assert registry.costs.get(registry._entries["b"].key) is None  # a's 50 MB are not b's
+    assert registry.costs.get(registry.lifecycle.handles["b"].key) is None  # a's 50 MB are not b's
     assert _row(registry, "b")["cost_source"] == "estimate from files"
     registry.unload("b")
     registry.load("b")  # alone now: measured and shared
-    assert 25 <= registry.costs.get(registry._entries["b"].key).measured_mb <= 40
+    assert 25 <= registry.costs.get(registry.lifecycle.handles["b"].key).measured_mb <= 40
 
 
 def test_the_first_use_is_not_measured_when_another_model_loaded_in_between(registry_factory):

@@ -1,0 +1,124 @@
+"""What the registry reports: whether each model can be served (and the fix when not), the idle
+baseline that decides "never" from "not now", and the rows of the models snapshot.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from backend.memory import readings
+from backend.pipelines.base import Availability  # the contract's vocabulary; no pipeline is imported
+from backend.registry.costs import MeasuredCost
+from backend.registry.spec import ModelSpec, ModelState
+
+if TYPE_CHECKING:
+    from backend.registry.lifecycle import ModelHandle
+    from backend.registry.need import Need
+
+logger = logging.getLogger(__name__)
+
+
+def availability(spec: ModelSpec) -> Availability:
+    """Whether `spec` can be served, from its files alone; a check that fails says so instead of raising."""
+    if spec.availability is None:
+        return Availability(servable=True)
+    try:
+        return spec.availability()
+    except Exception as exc:  # a broken check must not take the service down: say so instead
+        logger.exception("availability check of %s failed", spec.name)
+        return Availability.missing(f"availability check failed: {exc}", "see the server log")
+
+
+def idle_baseline_mb(memory: readings.ServiceMemory, boot_pss_mb: float | None, workers: int) -> float:
+    """What the service holds with nothing loaded: the master and every worker at this worker's boot size."""
+    if boot_pss_mb is not None:
+        master = memory.root_pid
+        return (readings.pss_mb(master) if master != os.getpid() else 0.0) + workers * boot_pss_mb
+    return memory.used_mb()  # not a Gunicorn worker (tests, flask run): what the process holds now
+
+
+def readiness_row(handle: ModelHandle, *, available: Callable[[], Availability], need: Callable[[], Need],
+                  limit_mb: float, baseline_mb: float, budget_mb: float) -> dict[str, Any]:
+    """Can `handle` be served now, and if not, why and the one command that makes it so.
+
+    An enabled model is unservable when its files or runtime are missing, or when even a fresh
+    worker could never admit it: its cost exceeds the budget less what the service holds with
+    nothing loaded (`baseline_mb`: the master and every worker at this worker's boot size; what
+    other workers' models hold now is "not now", not "never").
+    """
+    name, spec = handle.spec.name, handle.spec
+    row: dict[str, Any] = {"name": name, "enabled": spec.enabled, "state": handle.state.value}
+    if not spec.enabled:
+        return {**row, "servable": False, "reason": "disabled by configuration",
+                "fix": f"add {name} to ENABLED_MODELS (and its ENABLE_* switch)"}
+    if spec.runs_elsewhere:
+        return {**row, "servable": True, "source": spec.runs_elsewhere}
+    found = available()
+    if not found.servable:
+        return {**row, "servable": False, "reason": found.reason, "fix": found.fix}
+    needed = need()
+    if handle.state is not ModelState.LOADED and baseline_mb + needed.fresh_mb > limit_mb:
+        return {**row, "servable": False, "need_mb": round(needed.fresh_mb),
+                "reason": f"needs about {needed.fresh_mb:.0f} MB ({needed.source}) but at most "
+                          f"{max(0.0, limit_mb - baseline_mb):.0f} MB of the {budget_mb:.0f} MB "
+                          f"budget is ever free (the service holds {baseline_mb:.0f} MB with nothing loaded)",
+                "fix": "BACKEND=onnx, a larger MEMORY_BUDGET_MB, or fewer WORKERS"}
+    return {**row, "servable": True, "source": found.source, "need_mb": round(needed.fresh_mb)}
+
+
+def log_rows(rows: list[dict[str, Any]]) -> None:
+    """One line per readiness row: servable now, or why not and the one command that makes it so."""
+    for row in rows:
+        if row["servable"]:
+            logger.info("model %s: servable (%s, about %s MB)", row["name"], row.get("source") or "loaded",
+                        row.get("need_mb"))
+        elif row["enabled"]:
+            logger.warning("model %s: NOT servable: %s; to fix: %s", row["name"], row["reason"], row["fix"])
+        else:
+            logger.info("model %s: disabled by configuration", row["name"])
+
+
+def snapshot_row(handle: ModelHandle, found: Availability, need: Need) -> dict[str, Any]:
+    """One model of the snapshot: its state, whether it can be served, its cost and where that figure comes from.
+
+    Call with the handles' lock held, so its counts agree with each other.
+    """
+    e = handle
+    row: dict[str, Any] = {
+        "name": e.spec.name, "state": e.state.value, "description": e.spec.description,
+        "pinned": e.spec.pinned, "servable": found.servable,
+        "source": found.source or None, "reason": found.reason or None,
+        "fix": found.fix or None,
+        "cost_mb": round(need.mb, 1), "cost_source": need.source,
+        "cost": {"model_mb": round(need.model_mb, 1), "imports_mb": round(need.imports_mb, 1),
+                 "source": need.source,
+                 "estimate": {"weights_mb": round(need.estimate.weights_mb, 1),
+                              "allowance_mb": round(need.estimate.allowance_mb, 1),
+                              "imports_mb": round(need.estimate.imports_mb, 1),
+                              "total_mb": round(need.estimate.model_mb + need.estimate.imports_mb, 1)},
+                 "measured": _measured_row(need.measured)},
+        "estimate_mb": round(need.estimate.model_mb + need.estimate.imports_mb, 1),
+        "measured_mb": _round(e.measured_mb), "anon_mb": _round(e.anon_mb),
+        "imports_mb": _round(e.imports_mb), "peak_load_mb": _round(e.peak_load_mb),
+        "first_use_mb": _round(e.first_use_mb), "request_peak_mb": _round(e.request_peak_mb),
+        "load_s": _round(e.load_s, 3),
+        "loaded_at": e.loaded_at, "last_used": e.last_used, "use_count": e.uses,
+        "in_use": e.in_use, "loads": e.loads, "last_error": e.last_error,
+    }
+    if e.pipeline is not None:
+        row.update(e.pipeline.describe())
+    return row
+
+
+def _round(value: float | None, digits: int = 1) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _measured_row(measured: MeasuredCost | None) -> dict[str, Any] | None:
+    if measured is None:
+        return None
+    return {"measured_mb": _round(measured.measured_mb), "peak_load_mb": _round(measured.peak_load_mb),
+            "first_use_mb": _round(measured.first_use_mb), "request_peak_mb": _round(measured.request_peak_mb),
+            "pid": measured.pid, "at": measured.at}
