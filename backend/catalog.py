@@ -101,6 +101,11 @@ def pipeline_class(name: str, backend: str) -> type[Pipeline]:
     return getattr(importlib.import_module(module_name), class_name)
 
 
+def installed_voices(settings: Settings) -> list[str]:
+    """The TTS voice names on disk for the configured backend; loads no model."""
+    return sorted(pipeline_class("tts", settings.backend_for("tts")).voice_names(settings))
+
+
 def import_cost_mb(modules: tuple[str, ...], *, fresh: bool = False) -> float:
     """What importing these modules adds to this process (only those not yet imported), or to a fresh worker."""
     return sum(IMPORT_COSTS_MB.get(module, UNKNOWN_IMPORT_MB) for module in modules

@@ -22,6 +22,7 @@ from backend.api.openapi import endpoint
 from backend.api.schemas.common import ErrorEnvelope
 from backend.api.schemas.tts import OpenAISpeechBody, installed_voice, openai_speech_request
 from backend.auth import Policy, protect
+from backend.catalog import installed_voices
 from backend.pipelines.tts.pipeline import Speech, SpeechRequest, SpokenWord
 from backend.registry import get_registry
 
@@ -57,8 +58,6 @@ def captioned_speech(body: OpenAISpeechBody):
 
 def speak_timed(parsed: SpeechRequest) -> Speech:
     """Synthesise with word times, the audio whole; the model is leased only for the synthesis."""
-    from backend.api.tts import installed_voices  # the voice names on disk, as /v1/audio/speech resolves them
-
     registry = get_registry()
     registry.require_available("tts")
     settings = current_app.config["SETTINGS"]

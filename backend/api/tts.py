@@ -22,11 +22,10 @@ from backend.api.schemas.common import ErrorEnvelope, OpenObject
 from backend.api.schemas.tts import (ApiTtsBody, OpenAISpeechBody, api_tts_request, installed_voice,
                                      openai_speech_request)
 from backend.auth import Policy, protect
-from backend.catalog import pipeline_class
+from backend.catalog import installed_voices
 from backend.pipelines.tts.pipeline import SpeechRequest
 from backend.pipelines.tts.voices import mix_label, pick_default, voice_language
 from backend.registry import get_registry
-from config import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -65,10 +64,6 @@ def voices():
                for alias, voice in sorted(settings.voice_aliases.items())]
     return jsonify({"backend": settings.backend_for("tts"), "default": default,
                     "voices": [voice_language(name) for name in names], "aliases": aliases})
-
-
-def installed_voices(settings: Settings) -> list[str]:
-    return sorted(pipeline_class("tts", settings.backend_for("tts")).voice_names(settings))
 
 
 def _speak(parsed: SpeechRequest) -> Response:
