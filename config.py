@@ -6,12 +6,13 @@ accepted range (no traceback), because an operator reading Render's log needs ex
 """
 from __future__ import annotations
 
+import os
 import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MODEL_NAMES = ("tts", "language", "ai_voice", "animation")  # one family each in backend/catalog.py
@@ -24,6 +25,16 @@ OPENAI_VOICE_ALIASES = {
     "fable": "bm_fable", "nova": "af_nova", "onyx": "am_onyx", "sage": "af_sarah", "shimmer": "af_bella",
     "verse": "am_michael",
 }
+
+
+#: settings that name a Hugging Face id or a local folder: made absolute when written as a path
+LOCAL_OR_HUB_FIELDS = ("whisper_model", "ai_voice_model")
+LOCAL_PREFIXES = ("/", "./", "../", "~")
+
+
+def absolute(path: Path) -> Path:
+    """`path` from the working directory (with ~ expanded), normalised; the one place a relative path is resolved."""
+    return Path(os.path.abspath(path.expanduser()))
 
 
 class ConfigError(Exception):
@@ -68,7 +79,7 @@ class Settings(BaseSettings):
     use_int8_quantization: bool = Field(False, description="Dynamic int8 quantisation of Linear layers where it helps (torch backend).")
     model_dtype: Literal["float32", "bfloat16"] = Field("float32", description="Weight dtype on the torch backend; bfloat16 needs a CPU with bf16 support.")
     inference_threads: int = Field(0, ge=0, le=64, description="Threads per worker for ONNX Runtime, torch and numpy's BLAS/OpenMP pools; 0 = the CPU quota's whole CPUs, at least 1 (cgroup cpu.max / cpu.cfs_quota_us and the CPU affinity; never the host's core count).")
-    model_dir: Path = Field(Path("models"), description="Folder holding local model folders and exported ONNX models (scripts/fetch_models.py writes it).")
+    model_dir: Path = Field(Path("models"), description="Folder holding local model folders and exported ONNX models (scripts/fetch_models.py writes it); like every path setting, a relative path is taken from the working directory at start (serve.sh: the project root) and made absolute once.")
     state_dir: Path | None = Field(None, description="Folder the workers share and keep across restarts (measured model costs); unset = MODEL_DIR/state.")
     onnx_cpu_arena: bool = Field(True, description="ONNX Runtime CPU memory arena: 2.3x faster Kokoro synthesis than malloc per activation; with ONNX_ARENA_SHRINK its memory is returned after each run.")
     onnx_arena_shrink: Literal["run", "request", "off"] = Field("run", description="When the ONNX Runtime arena gives its free memory back (run option memory.enable_memory_arena_shrinkage=cpu:0): run = after every model run (TTS: every piece); request = after a request's last run only (~2 % less CPU, 20 MB higher TTS peak: growing pieces fragment the held arena); off = the arena keeps its peak reserved between requests.")
@@ -76,6 +87,9 @@ class Settings(BaseSettings):
     onnx_mem_pattern: bool = Field(False, description="ONNX Runtime memory-pattern planning, for graphs with fixed input shapes only (Whisper's 30 s window, AST's 1024 frames); never used for TTS, whose shapes vary. Off until measured on real exports.")
     onnx_dir: Path | None = Field(None, description="Folder of exported ONNX models (kokoro/, whisper/, ast/ from scripts/export_onnx.py); unset = MODEL_DIR/onnx.")
     malloc_mmap_threshold_kb: int = Field(1024, ge=0, le=32_768, description="glibc mmap threshold set when an ONNX session is made or an animation job starts, KB (0..32768): larger activations are mmap'd and returned to the OS when freed (Kokoro synthesis peak 1.5 GB -> 0.35 GB); 0 = glibc's sliding default.")
+
+    provision_background: bool = Field(True, description="serve.sh starts `python -m backend.provision background` beside Gunicorn: models that cannot be served yet and have a provisioning step (whisper-base from PyPI) are converted in that separate process, under a file lock, and served once done, without a restart; false = serve what is installed.")
+    provision_memory_mb: int = Field(2300, ge=0, le=1_048_576, description="Memory a background conversion needs free on this box, MB (whisper-base's conversion peaks at ~2.3 GB); with less it is skipped with that reason (the image build converts instead); 0 = never skip.")
 
     # --- Text to speech -------------------------------------------------------------------------
     kokoro_model_dir: Path | None = Field(None, description="Local Kokoro folder (config.json, *.pth, voices/*.pt); unset = KOKORO_REPO_ID from the hub cache.")
@@ -114,6 +128,8 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level of the app and Gunicorn.")
     api_keys: CommaList = Field([], description="Comma list of accepted API keys for inference; empty = inference open.")
     admin_api_keys: CommaList = Field([], description="Comma list of admin keys (load/unload, the detailed model view; accepted for inference too); empty = admin endpoints refused.")
+    ready_requires: CommaList = Field([], description="Comma list of models GET /ready requires servable (tts,language): one that is not, or still provisioning, makes it 503; empty = /ready is 200 once everything this box can serve is servable (the others are listed with their reason and fix).")
+    strict_readiness: bool = Field(False, description="GET /ready requires every enabled model servable, as Triton's --strict-readiness (READY_REQUIRES = every enabled model).")
     protect_metrics: bool = Field(False, description="Require an API or admin key for /ready and /metrics (open by default so health checks and scrapers need no secret).")
 
     # --- Limits (hostile clients) ----------------------------------------------------------------
@@ -139,7 +155,8 @@ class Settings(BaseSettings):
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("enabled_models", "preload_models", "warm_models", "api_keys", "admin_api_keys", "ai_voice_labels", mode="before")
+    @field_validator("enabled_models", "preload_models", "warm_models", "api_keys", "admin_api_keys", "ai_voice_labels",
+                     "ready_requires", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
@@ -159,13 +176,26 @@ class Settings(BaseSettings):
             table[alias] = voice
         return table
 
-    @field_validator("enabled_models", "preload_models", "warm_models")
+    @field_validator("enabled_models", "preload_models", "warm_models", "ready_requires")
     @classmethod
     def _known_models(cls, value: list[str]) -> list[str]:
         unknown = [name for name in value if name not in MODEL_NAMES]
         if unknown:
             raise ValueError(f"unknown model {unknown[0]!r}; accepted: {', '.join(MODEL_NAMES)}")
         return value
+
+    @model_validator(mode="after")
+    def _absolute_paths(self) -> Settings:
+        # Once, here: a relative path is taken from the working directory the process started in (serve.sh and
+        # the image start in the project root), so nothing downstream resolves it again against another base
+        # (Flask's send_file would take the app's root_path, backend/). Hub ids stay as they are.
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, Path):
+                object.__setattr__(self, name, absolute(value))
+            elif name in LOCAL_OR_HUB_FIELDS and isinstance(value, str) and value.startswith(LOCAL_PREFIXES):
+                object.__setattr__(self, name, str(absolute(Path(value))))
+        return self
 
     def model_enabled(self, name: str) -> bool:
         """A pipeline is served when it is in ENABLED_MODELS and its own switch is on."""

@@ -1,10 +1,19 @@
 #!/usr/bin/env bash
-# Install (once) and start the server: Gunicorn with gunicorn_config.py, settings from the environment.
+# Install what the server needs and start it: Gunicorn with gunicorn_config.py, settings from the environment.
+# Nothing slow stands before Gunicorn. On a fresh clone the lean install (no torch: all the onnx server needs)
+# and the Kokoro voices come first; the rest of the profile asked for (SETUP_PROFILE, default full) installs
+# beside the running server, and so do the models that need a conversion (whisper-base from PyPI: minutes,
+# GBs): `python -m backend.provision background`, one process under a file lock, serves them when done without
+# a restart; GET /ready shows them as `provisioning` meanwhile. PROVISION_BACKGROUND=false turns that off.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh "${SETUP_PROFILE:-full}"
-# Models: fetch and export what is missing when the Hugging Face hub answers (probed for at most
-# 2 s); offline it says, one line per model, what is missing and the server starts with what is
-# installed (speech always: the packaged Kokoro int8 ONNX). GET /ready then says the same.
-.venv/bin/python scripts/fetch_models.py || echo "serve: starting with the models at hand (GET /ready says what each needs)" >&2
+profile=${SETUP_PROFILE:-full}
+later=()
+if [ "$profile" = lean ] || [ -f ".venv/.installed-$profile" ]; then
+  scripts/setup.sh "$profile"  # installed before: a no-op unless the requirements changed
+else
+  scripts/setup.sh lean
+  later=(--setup "$profile")
+fi
+.venv/bin/python -m backend.provision background "${later[@]}" &
 exec .venv/bin/gunicorn -c gunicorn_config.py backend.wsgi:app

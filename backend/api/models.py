@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, current_app, jsonify
 
 from backend.api.openapi import endpoint
 from backend.api.schemas.common import ErrorEnvelope
 from backend.api.schemas.service import ModelList, ModelRow, Unloaded
 from backend.auth import Policy, protect
+from backend.provision.progress import annotate
 from backend.registry import get_registry
 
 bp = protect(Blueprint("models", __name__, url_prefix="/api/models"), Policy.INFERENCE)
@@ -21,7 +22,8 @@ admin_bp = protect(Blueprint("models_admin", __name__, url_prefix="/api/models")
 PUBLIC_FIELDS = ("name", "state", "description", "pinned", "servable", "cost_mb", "cost_source", "estimate_mb",
                  "measured_mb", "load_s", "loaded_at", "last_used", "use_count", "in_use", "loads",
                  # what the loaded pipeline says of itself, less model ids and sources (local paths)
-                 "model_name", "accuracy", "backend", "precision", "dtype", "g2p", "voices", "languages", "sample_rate")
+                 "model_name", "accuracy", "backend", "precision", "dtype", "g2p", "voices", "languages", "sample_rate",
+                 "provisioning")
 
 
 def _public(row: dict[str, Any]) -> dict[str, Any]:
@@ -31,7 +33,12 @@ def _public(row: dict[str, Any]) -> dict[str, Any]:
 def _row_or_404(name: str) -> dict:
     registry = get_registry()
     registry.state(name)  # raises NotFound for unknown names
-    return next(row for row in registry.snapshot() if row["name"] == name)
+    return next(row for row in _snapshot() if row["name"] == name)
+
+
+def _snapshot() -> list[dict[str, Any]]:
+    """The registry's rows, with `provisioning` for models being provisioned beside the server."""
+    return annotate(current_app.config["SETTINGS"], get_registry().snapshot())
 
 
 @bp.get("")
@@ -39,7 +46,7 @@ def _row_or_404(name: str) -> dict:
 def list_models():
     """Every model's state, cost and use, and the memory budget."""
     registry = get_registry()
-    return jsonify(models=[_public(row) for row in registry.snapshot()], memory=registry.budget_status())
+    return jsonify(models=[_public(row) for row in _snapshot()], memory=registry.budget_status())
 
 
 @bp.get("/<name>")
@@ -54,7 +61,7 @@ def show_model(name: str):
 def model_details():
     """Every model with its files, sources, last error and every measured figure (admin)."""
     registry = get_registry()
-    return jsonify(models=registry.snapshot(), memory=registry.budget_status())
+    return jsonify(models=_snapshot(), memory=registry.budget_status())
 
 
 @admin_bp.post("/<name>/load")

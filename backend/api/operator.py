@@ -17,6 +17,7 @@ from backend.api.openapi import endpoint
 from backend.api.schemas.operator import OperatorModel, OperatorStatus
 from backend.auth import Policy, protect
 from backend.cpu_quota import cpu_quota, inference_threads
+from backend.provision.progress import annotate
 from backend.registry import get_registry
 
 bp = protect(Blueprint("operator", __name__), Policy.OPS)
@@ -31,6 +32,7 @@ def operator():
     # Admission admits a model while the service stays under this line (backend.registry.gate: Gate._make_room).
     memory["admission_limit_mb"] = round(registry.effective_budget_mb - registry.margin_mb, 1)
     memory["reserved_by_other_workers_mb"] = round(registry.peers.reserved_mb(), 1)
-    models = [{k: row[k] for k in OperatorModel.model_fields} for row in registry.snapshot()]
+    rows = annotate(current_app.config["SETTINGS"], registry.snapshot())
+    models = [{k: row[k] for k in OperatorModel.model_fields} for row in rows]
     cpu = {**cpu_quota().describe(), "inference_threads": inference_threads(current_app.config["SETTINGS"].inference_threads)}
     return jsonify(at=time.time(), pid=os.getpid(), memory=memory, cpu=cpu, models=models, events=registry.events.recent())

@@ -74,12 +74,13 @@ def test_admin_routes_are_refused_to_everyone_without_admin_keys(make_app):
 
 def test_ready_and_metrics_are_open_unless_protect_metrics(make_app):
     open_app = make_app(api_keys=INFERENCE_KEY, memory_budget_mb=16384, enabled_models="tts")
-    assert {path for _, path in _routes(open_app, Policy.OPS)} == {"/ready", "/metrics", "/api/operator"}
+    assert {path for _, path in _routes(open_app, Policy.OPS)} == {"/ready", "/ready/tts", "/metrics", "/api/operator"}
     assert open_app.test_client().get("/metrics").status_code == 200
     assert open_app.test_client().get("/ready").status_code in (200, 503)  # what it says, not a refusal
 
     closed = make_app(api_keys=INFERENCE_KEY, protect_metrics=True).test_client()
     assert closed.get("/metrics").status_code == 401 and closed.get("/ready").status_code == 401
+    assert closed.get("/ready/tts").status_code == 401
     assert closed.get("/api/operator").status_code == 401
     assert closed.get("/metrics", headers={"x-api-key": INFERENCE_KEY}).status_code == 200
     assert closed.get("/health").status_code == 200  # liveness stays open: platforms probe it without keys

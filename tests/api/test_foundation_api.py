@@ -35,11 +35,14 @@ def test_ready_says_per_model_what_can_be_served(make_app):
     assert body["memory"]["budget_mb"] == round(get_registry(app).effective_budget_mb, 1)
 
 
-def test_ready_is_503_while_an_enabled_model_can_never_be_served(make_app):
-    """Offline with no export, language detection can never be served: /ready says so and how to fix it."""
+def test_ready_lists_a_model_that_can_never_be_served_and_fails_only_when_it_is_required(make_app):
+    """Offline with no export, language detection can never be served: /ready says so and how to fix it,
+    and is 200 (everything this box can serve is servable) unless READY_REQUIRES names it."""
     body = make_app(memory_budget_mb=16384).test_client().get("/ready")
-    assert body.status_code == 503 and body.json["status"] == "unservable"
+    assert body.status_code == 200 and body.json["status"] == "ready"
     assert body.json["unservable"] == ["language", "ai_voice"]
+    required = make_app(memory_budget_mb=16384, ready_requires="tts,language").test_client().get("/ready")
+    assert required.status_code == 503 and required.json["status"] == "unservable"
     language = body.json["models"]["language"]
     assert "no exported whisper model" in language["reason"] and "fetch_models.py --models language" in language["fix"]
 
@@ -51,8 +54,8 @@ def test_a_pinned_model_that_can_never_load_is_unservable_not_starting(make_app)
     assert body["status"] == "unservable" and body["unservable"] == ["language"]
 
 
-def test_ready_is_503_for_a_model_too_large_for_the_budget(make_app):
-    app = make_app([fake_spec("huge", 5000)], enabled_models="tts")
+def test_ready_is_503_for_a_model_too_large_for_the_budget_with_strict_readiness(make_app):
+    app = make_app([fake_spec("huge", 5000)], enabled_models="tts", strict_readiness=True)
     body = app.test_client().get("/ready").json
     assert body["status"] == "unservable" and body["unservable"] == ["huge"]
     assert "needs about 5000 MB" in body["models"]["huge"]["reason"]

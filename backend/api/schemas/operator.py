@@ -39,6 +39,7 @@ class OperatorModel(BaseModel):
     cost_source: str
     use_count: int
     last_used: float | None
+    provisioning: dict | None = Field(None, description="while provisioned beside the server: stage, percent, ...")
 
 
 class RegistryEvent(BaseModel):

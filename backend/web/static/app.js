@@ -600,8 +600,11 @@ function showModels(models) {
   for (const m of models) {
     const cells = modelRow(m.name);
     modelRows.get(m.name).row.dataset.state = m.state;
-    cells.state.textContent = m.servable || m.state === "disabled" ? m.state : `${m.state}: not servable`;
-    cells.state.title = m.servable ? "" : "GET /ready says why, and the fix.";
+    const p = m.provisioning;
+    cells.state.textContent = p ? `provisioning: ${p.stage} ${p.percent}%`
+      : m.servable || m.state === "disabled" ? m.state : `${m.state}: not servable`;
+    cells.state.title = p ? "Provisioned beside the server; servable when done, without a restart."
+      : m.servable ? "" : "GET /ready says why, and the fix.";
     cells.measured.textContent = m.measured_mb === null ? "–" : m.measured_mb.toFixed(1);
     cells.cost.textContent = m.cost_mb.toFixed(0);
     cells.cost.title = m.cost_source;
