@@ -12,6 +12,7 @@ not grow with the text. The model stays checked out until the stream closes.
 from __future__ import annotations
 
 import logging
+import struct
 from collections.abc import Iterator
 
 from flask import Blueprint, Response, current_app, jsonify
@@ -38,8 +39,8 @@ SPEECH_ANSWERS = {200: Binary(("audio/mpeg", "audio/wav", "audio/flac", "audio/o
 @bp.post("/v1/audio/speech")
 @endpoint(body=OpenAISpeechBody, responses=SPEECH_ANSWERS)
 def openai_speech(body: OpenAISpeechBody):
-    """OpenAI's `audio.speech.create`: {model, input, voice, response_format, speed}."""
-    return _speak(openai_speech_request(body, current_app.config["SETTINGS"]))
+    """OpenAI's `audio.speech.create`: {model, input, voice, response_format, speed}; `stream: false` = one file."""
+    return _speak(openai_speech_request(body, current_app.config["SETTINGS"]), stream=body.stream)
 
 
 @bp.post("/api/tts")
@@ -66,7 +67,7 @@ def voices():
                     "voices": [voice_language(name) for name in names], "aliases": aliases})
 
 
-def _speak(parsed: SpeechRequest) -> Response:
+def _speak(parsed: SpeechRequest, stream: bool = True) -> Response:
     registry = get_registry()
     registry.require_available("tts")  # 503 before anything is looked up, built or evicted
     settings = current_app.config["SETTINGS"]
@@ -80,6 +81,8 @@ def _speak(parsed: SpeechRequest) -> Response:
             headers["X-Voice-Requested"] = mix_label(parsed.voice)
         if not speech.streamed:
             return Response(speech.content, mimetype=speech.mimetype, headers=headers)
+        if not stream:
+            return Response(_whole_file(speech.content, request.format), mimetype=speech.mimetype, headers=headers)
         response = Response(_logged(speech.content), mimetype=speech.mimetype, headers=headers)
         response.call_on_close(lease.release)
         streaming = True
@@ -87,6 +90,14 @@ def _speak(parsed: SpeechRequest) -> Response:
     finally:
         if not streaming:
             lease.release()
+
+
+def _whole_file(chunks: Iterator[bytes], fmt: str) -> bytes:
+    """A stream's chunks as one file; a streamed WAV's header says "unknown length", the file gets its real sizes."""
+    data = b"".join(chunks)
+    if fmt == "wav":  # the 44-byte PCM header of backend.audio.encode: RIFF size at 4, data size at 40
+        data = data[:4] + struct.pack("<I", len(data) - 8) + data[8:40] + struct.pack("<I", len(data) - 44) + data[44:]
+    return data
 
 
 def _logged(chunks: Iterator[bytes]) -> Iterator[bytes]:

@@ -84,14 +84,29 @@ class OpenAISpeechBody(SpeechOptions):
                                                                         "prompt)")
     stream_format: Literal["audio"] = Field("audio", description="long text is streamed as chunked audio; "
                                                                  "`sse` is not served")
+    # What Kokoro-FastAPI's clients send as well.
+    stream: StrictBool = Field(True, description="true: text of several pieces is streamed as chunked audio (the "
+                                                 "first audio leaves after the first piece); false: the whole file at "
+                                                 "once, with its exact length")
+    lang_code: str | None = Field(None, min_length=1, max_length=16,
+                                  description="Kokoro-FastAPI's name for `lang`: `a`, `b`, `e`, ... or `en-us`, ...")
+    return_download_link: StrictBool = Field(False, description="Kokoro-FastAPI's download link: only false is "
+                                                                "served (the audio is the response body)")
 
 
 def openai_speech_request(body: OpenAISpeechBody | dict[str, Any], settings: Settings) -> SpeechRequest:
     """OpenAI's `audio.speech.create` body: {model, input, voice, response_format, speed, instructions}."""
     if not isinstance(body, OpenAISpeechBody):
         body = validate(OpenAISpeechBody, body, where="body")
+    if body.return_download_link:
+        raise ValidationFailed("return_download_link is not served: the audio is the response body; send false",
+                               field="return_download_link")
+    if body.lang is not None and body.lang_code is not None and language_code(body.lang) != language_code(body.lang_code):
+        raise ValidationFailed(f"lang {body.lang!r} and lang_code {body.lang_code!r} name different languages; "
+                               "send one", field="lang_code")
     return validate_request(settings, text=body.input, voice=body.voice, speed=body.speed, fmt=body.response_format,
-                            lang=body.lang, normalize=body.normalize, input_type=body.input_type)
+                            lang=body.lang if body.lang is not None else body.lang_code, normalize=body.normalize,
+                            input_type=body.input_type)
 
 
 def api_tts_request(body: ApiTtsBody | dict[str, Any], settings: Settings) -> SpeechRequest:
