@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from backend.registry.admission import ModelFigures
-from backend.registry.costs import CostBook, MeasuredCost
+from backend.registry.costs import TRUSTED_SAMPLES, CostBook, MeasuredCost
 from backend.registry.spec import Estimate, ModelSpec, ModelState
 
 if TYPE_CHECKING:
@@ -40,10 +40,15 @@ def need_for(spec: ModelSpec, key: str, costs: CostBook) -> Need:
     estimate = spec.estimate()
     measured = costs.get(key)
     model_mb = measured.cost_mb() if measured is not None else None
-    if model_mb is not None and measured is not None and measured.request_peak_mb is None:
+    if model_mb is not None and measured is not None and not measured.request_peaks:
         # Loaded but no request measured yet (e.g. its worker was killed in the first one):
         # the load figures miss the activations, so the estimate still bounds it from below.
         model_mb = max(model_mb, estimate.model_mb)
+    elif model_mb is not None and measured is not None and len(measured.request_peaks) < TRUSTED_SAMPLES:
+        # Too few requests measured: they may all have been small ones (issue 24's property test
+        # found a tiny first request making room for a long one), so the family's allowance for
+        # activations bounds them from below until TRUSTED_SAMPLES are.
+        model_mb = max(model_mb, (measured.measured_mb or 0.0) + estimate.allowance_mb)
     if model_mb is None:
         source, model_mb = "estimate from files", estimate.model_mb
     elif costs.measured_here(key):
@@ -57,7 +62,10 @@ def headroom_mb(handle: ModelHandle, costs: CostBook) -> float:
     """Memory a loaded model may still need above its steady size while it serves a request."""
     measured = costs.get(handle.key) if handle.key else None
     if measured is not None and measured.request_peak_mb is not None:
-        return measured.request_peak_mb
+        if len(measured.request_peaks) >= TRUSTED_SAMPLES:
+            return measured.request_peak_mb
+        # Too few requests measured: the family's allowance for activations bounds them from below.
+        return max(measured.request_peak_mb, handle.spec.estimate().allowance_mb)
     if handle.request_peak_mb is not None:
         return handle.request_peak_mb
     estimate = handle.spec.estimate()  # not measured yet: assume the estimate

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from backend.memory import readings
 from backend.pipelines.base import Availability  # the contract's vocabulary; no pipeline is imported
-from backend.registry.costs import MeasuredCost
+from backend.registry.costs import QUANTILE, TRUSTED_SAMPLES, MeasuredCost
 from backend.registry.spec import ModelSpec, ModelState
 
 if TYPE_CHECKING:
@@ -119,6 +119,9 @@ def _round(value: float | None, digits: int = 1) -> float | None:
 def _measured_row(measured: MeasuredCost | None) -> dict[str, Any] | None:
     if measured is None:
         return None
+    samples = len(measured.request_peaks)
+    rule = (f"upper {QUANTILE:.0%} of the last {samples} requests, newer ones weighing more" if samples >= TRUSTED_SAMPLES
+            else f"at least the family's allowance until {TRUSTED_SAMPLES} requests are measured ({samples} so far)")
     return {"measured_mb": _round(measured.measured_mb), "peak_load_mb": _round(measured.peak_load_mb),
             "first_use_mb": _round(measured.first_use_mb), "request_peak_mb": _round(measured.request_peak_mb),
-            "pid": measured.pid, "at": measured.at}
+            "requests_measured": samples, "request_rule": rule, "pid": measured.pid, "at": measured.at}
