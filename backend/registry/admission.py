@@ -46,7 +46,7 @@ class Admission:
 
 
 def admit(models: Iterable[ModelFigures], *, name: str, need_mb: float, used_mb: float, limit_mb: float,
-          reserved_mb: float = 0.0) -> Admission:
+          reserved_mb: float = 0.0, fresh_fits: bool = False) -> Admission:
     """Decide whether model `name`, expected to add `need_mb`, fits under `limit_mb` now.
 
     `used_mb` is the service's memory as read now; `reserved_mb` the head-room other workers keep
@@ -56,6 +56,11 @@ def admit(models: Iterable[ModelFigures], *, name: str, need_mb: float, used_mb:
     make room, so nothing is unloaded in vain. When only models in use stand in the way, WAIT
     names the fewest of them (least recently used first) whose going idle would make room: the
     caller may wait for them to finish rather than refuse a model that fits in turn.
+
+    `fresh_fits`: the model would fit a fresh worker (what the service held when this worker
+    booted, measured). Then, with no request in flight, evicting every idle model is never in
+    vain even when it is not enough: it clears the way for replacing this worker, which idle
+    models must not block (issue 24: they kept a worker refusing TTS for 1,000 requests).
     """
     others = [m for m in models if m.name != name and m.loaded]
     used = used_mb + reserved_mb + sum(m.headroom_mb for m in others)
@@ -72,5 +77,7 @@ def admit(models: Iterable[ModelFigures], *, name: str, need_mb: float, used_mb:
         reclaimable += busy.resident_mb + busy.headroom_mb
         if used - reclaimable + need_mb <= limit_mb:
             return Admission(Outcome.WAIT, used, free, tuple(waited_for))
+    if fresh_fits and victims and not any(m.in_use for m in others):
+        return Admission(Outcome.EVICT, used, free, tuple(m.name for m in victims))
     return Admission(Outcome.REFUSE, used, free)
 

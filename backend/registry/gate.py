@@ -23,13 +23,16 @@ from backend.registry.lifecycle import Lifecycle, ModelHandle
 from backend.registry.need import Need
 from backend.registry.peers import Peers
 from backend.registry.policy import Policy
-from backend.registry.recycle import Recycle, RecycleSnapshot, decide_recycle
+from backend.registry.recycle import Recycle, RecycleSnapshot, decide_recycle, fresh_used_mb
+from backend.registry.spec import ModelState
 
 logger = logging.getLogger(__name__)
 
-#: Retry-After while this worker is being replaced: a fresh gthread worker answers within a couple of
-#: seconds (boot ~1 s; its listen socket is the master's, so nothing is refused meanwhile).
-RECYCLE_RETRY_AFTER_S = 2
+#: Retry-After while this worker is being replaced: with nothing in flight it exits at once and a
+#: fresh gthread worker answers within a second (its listen socket is the master's, so nothing is
+#: refused meanwhile). The request is not retried inside the worker: its memory goes back to the OS
+#: only when its process exits, so the client retries (docs/BENCHMARKS.md, issue 24).
+RECYCLE_RETRY_AFTER_S = 1
 
 
 class Gate:
@@ -52,6 +55,7 @@ class Gate:
         # Set by arm_recycle() in a Gunicorn worker: its boot RSS and how to ask for a replacement.
         self._recycle: Callable[[], None] | None = None
         self._boot_rss_mb: float | None = None
+        self._boot_used_mb: float | None = None  # the service's memory when this worker booted (measured)
         self._recycle_requested_at: float | None = None
 
     def budget_mb(self) -> float:
@@ -66,25 +70,34 @@ class Gate:
         """Whether a build (or a job's admission) holds the admission locks now."""
         return self._build_lock.locked()
 
-    def arm_recycle(self, recycle: Callable[[], None] | None, boot_rss_mb: float) -> None:
-        self._recycle, self._boot_rss_mb = recycle, boot_rss_mb
+    def arm_recycle(self, recycle: Callable[[], None] | None, boot_rss_mb: float, boot_used_mb: float) -> None:
+        self._recycle, self._boot_rss_mb, self._boot_used_mb = recycle, boot_rss_mb, boot_used_mb
+
+    def fresh_used_mb(self, used_mb: float) -> float | None:
+        """What the service would hold with this worker replaced by a fresh one; None outside a Gunicorn worker."""
+        if self._recycle is None or self._boot_rss_mb is None or self._boot_used_mb is None:
+            return None
+        return fresh_used_mb(used_mb=used_mb, own_growth_mb=max(0.0, readings.rss_mb() - self._boot_rss_mb),
+                             boot_used_mb=self._boot_used_mb, workers=self.policy.workers)
 
     # --- admission -------------------------------------------------------------------------------
     @contextmanager
-    def admitted(self, name: str, need_mb: Callable[[], float], *, wait_s: float) -> Iterator[Admission]:
+    def admitted(self, name: str, need_mb: Callable[[], float], *, wait_s: float,
+                 fresh_need_mb: Callable[[], float] | None = None) -> Iterator[Admission]:
         """Make room for `name` and yield the verdict with the admission locks held (the caller builds or refuses).
 
         While only models in use stand in the way (Outcome.WAIT), wait up to `wait_s` for them to
         finish, outside the locks: new requests for them wait too (they are draining) until the
         caller's block ends, so a steady stream of them cannot starve this build; they then build
-        them again in turn.
+        them again in turn. `fresh_need_mb`: what the model would add in a fresh worker; when that
+        fits, idle models are evicted even if that alone is not enough (the refusal then recycles).
         """
         deadline = time.monotonic() + wait_s
         drained: list[ModelHandle] = []
         try:
             while True:
                 with self._build_lock, self.peers.admission():
-                    admission = self._make_room(name, need_mb())
+                    admission = self._make_room(name, need_mb(), fresh_need_mb() if fresh_need_mb else None)
                     remaining = deadline - time.monotonic()
                     if admission.outcome is not Outcome.WAIT or remaining <= 0:
                         yield admission
@@ -94,21 +107,26 @@ class Gate:
             if drained:
                 self._lifecycle.end_drain(drained)
 
-    def _admission(self, name: str, need_mb: float, limit_mb: float) -> Admission:
+    def _admission(self, name: str, need_mb: float, limit_mb: float, fresh_need_mb: float | None) -> Admission:
         with self._lock:
             jobs_mb = sum(self._jobs_mb.values())
         used_mb = self.memory.used_mb() + jobs_mb
-        return admit(self._figures(), name=name, need_mb=need_mb, used_mb=used_mb, limit_mb=limit_mb,
-                     reserved_mb=self.peers.reserved_mb())
+        figures, reserved = self._figures(), self.peers.reserved_mb()
+        fresh = self.fresh_used_mb(used_mb) if fresh_need_mb is not None else None
+        # A fresh worker builds the pinned models again: they count against it too.
+        pinned = sum(m.resident_mb + m.headroom_mb for m in figures if m.pinned and m.loaded and m.name != name)
+        fresh_fits = fresh is not None and fresh + reserved + pinned + (fresh_need_mb or 0.0) <= limit_mb
+        return admit(figures, name=name, need_mb=need_mb, used_mb=used_mb, limit_mb=limit_mb,
+                     reserved_mb=reserved, fresh_fits=fresh_fits)
 
-    def _make_room(self, name: str, need_mb: float) -> Admission:
+    def _make_room(self, name: str, need_mb: float, fresh_need_mb: float | None = None) -> Admission:
         """Evict what admission names (LRU first, asking again after each) and return the last verdict."""
         limit = self.limit_mb()
-        admission = self._admission(name, need_mb, limit)
+        admission = self._admission(name, need_mb, limit, fresh_need_mb)
         if admission.outcome is Outcome.EVICT:
             for victim in admission.victims:
                 self._lifecycle.unload(self._lifecycle.handles[victim], reason="evicted")
-                admission = self._admission(name, need_mb, limit)
+                admission = self._admission(name, need_mb, limit, fresh_need_mb)
                 if admission.fits:
                     break
         return admission
@@ -124,19 +142,42 @@ class Gate:
                        "margin_mb=%.0f recycling=%s", name, need.mb, need.source, used, budget, margin, recycling)
         if recycling:
             raise BudgetExceeded(
-                f"model {name!r} needs about {need.mb:.0f} MB but this worker holds memory it cannot give back "
-                f"({admission.free_mb:.0f} MB of the {budget:.0f} MB budget free with nothing loaded); it is being "
-                f"replaced by a fresh worker: retry in {RECYCLE_RETRY_AFTER_S} s",
+                f"model {name!r} needs about {need.mb:.0f} MB but only {admission.free_mb:.0f} MB of the {budget:.0f} MB "
+                f"budget is free, held by {self.holders(handle)}; nothing is in flight, so this worker is being "
+                f"replaced by a fresh one that fits it: retry in {RECYCLE_RETRY_AFTER_S} s",
                 headers={"Retry-After": str(RECYCLE_RETRY_AFTER_S)}, model=name, needed_mb=round(need.mb),
                 used_mb=round(used), budget_mb=round(budget), margin_mb=round(margin), recycling=True)
-        why = (f"{', '.join(admission.victims)} did not finish within {self.policy.queue_timeout_s:g} s "
-               "(QUEUE_TIMEOUT_S)" if admission.outcome is Outcome.WAIT else "models in use cannot be evicted")
+        waited = (f"; {', '.join(admission.victims)} did not finish within {self.policy.queue_timeout_s:g} s "
+                  "(QUEUE_TIMEOUT_S)" if admission.outcome is Outcome.WAIT else "")
         raise BudgetExceeded(
             f"model {name!r} needs about {need.mb:.0f} MB but only {admission.free_mb:.0f} MB of the "
-            f"{budget:.0f} MB budget is free ({why}); retry later",
+            f"{budget:.0f} MB budget is free, held by {self.holders(handle)}{waited}; retry later",
             headers={"Retry-After": str(self.policy.retry_after_s)},
             model=name, needed_mb=round(need.mb), used_mb=round(used), budget_mb=round(budget),
             margin_mb=round(margin))
+
+    def holders(self, handle: ModelHandle) -> str:
+        """What holds the memory a refused model would need: models in use, idle models, this worker's
+        retained heap and runtimes, other workers."""
+        parts, loaded_mb = [], 0.0
+        for other in self._lifecycle.handles.values():
+            if other is handle or other.state is not ModelState.LOADED:
+                continue
+            loaded_mb += other.measured_mb or 0.0
+            what = f"{other.in_use} request(s)" if other.in_use else "idle"
+            parts.append(f"{other.spec.name} ({'in use by ' if other.in_use else ''}{what}, "
+                         f"{other.measured_mb or 0.0:.0f} MB)")
+        if self._boot_rss_mb is not None:
+            retained = max(0.0, readings.rss_mb() - self._boot_rss_mb - loaded_mb)
+            parts.append(f"this worker's retained heap and runtimes ({retained:.0f} MB above its boot)")
+        reserved = self.peers.reserved_mb()
+        if reserved > 0:
+            parts.append(f"other workers' head-room ({reserved:.0f} MB)")
+        with self._lock:
+            jobs = sum(self._jobs_mb.values())
+        if jobs > 0:
+            parts.append(f"jobs and uploads in flight ({jobs:.0f} MB)")
+        return "; ".join(parts) if parts else "the service itself (nothing loaded)"
 
     def recycle_snapshot(self, handle: ModelHandle, need: Need, admission: Admission,
                          limit_mb: float) -> RecycleSnapshot:
@@ -146,10 +187,11 @@ class Gate:
         with self._lock:
             requested_at = self._recycle_requested_at
         loaded, in_use = self._lifecycle.others_held(handle)
-        retained = max(0.0, readings.rss_mb() - self._boot_rss_mb) if self._boot_rss_mb is not None else 0.0
-        return RecycleSnapshot(can_recycle=can_recycle, now=now, requested_at=requested_at, ttl_s=self.policy.ttl_s,
-                               others_loaded=loaded, others_in_use=in_use, used_mb=admission.used_mb,
-                               retained_mb=retained, need_fresh_mb=need.fresh_mb, limit_mb=limit_mb)
+        fresh = self.fresh_used_mb(admission.used_mb)
+        return RecycleSnapshot(can_recycle=can_recycle and fresh is not None, now=now, requested_at=requested_at,
+                               ttl_s=self.policy.ttl_s, others_loaded=loaded, others_in_use=in_use,
+                               used_mb=admission.used_mb, fresh_used_mb=fresh if fresh is not None else admission.used_mb,
+                               need_fresh_mb=need.fresh_mb, limit_mb=limit_mb)
 
     def _recycle_if_it_helps(self, handle: ModelHandle, need: Need, admission: Admission, limit_mb: float) -> bool:
         """Ask for a fresh worker when the recycle decision says so; True while this worker is being replaced."""
@@ -160,11 +202,12 @@ class Gate:
         assert self._recycle is not None
         with self._lock:
             self._recycle_requested_at = snapshot.now
+        retained = snapshot.used_mb - snapshot.fresh_used_mb
         logger.warning("event=worker_recycle pid=%d reason=memory_retained model=%s retained_mb=%.0f need_mb=%.0f "
-                       "used_mb=%.0f limit_mb=%.0f: asking Gunicorn for a fresh worker after in-flight requests",
-                       os.getpid(), handle.spec.name, snapshot.retained_mb, need.fresh_mb, admission.used_mb,
-                       limit_mb)
-        self._emit("recycle", handle.spec.name, retained_mb=snapshot.retained_mb)
+                       "used_mb=%.0f fresh_used_mb=%.0f limit_mb=%.0f: asking Gunicorn for a fresh worker",
+                       os.getpid(), handle.spec.name, retained, need.fresh_mb, admission.used_mb,
+                       snapshot.fresh_used_mb, limit_mb)
+        self._emit("recycle", handle.spec.name, retained_mb=retained)
         self._recycle()
         return True
 

@@ -143,7 +143,10 @@ class ModelRegistry:
         budget = self.effective_budget_mb
         return {"budget_mb": round(budget, 1), "margin_mb": self.margin_mb, "used_mb": round(used, 1),
                 "used_percent": round(100 * used / budget, 1), "source": self.memory.source,
-                "process_rss_mb": round(readings.rss_mb(), 1)}
+                "process_rss_mb": round(readings.rss_mb(), 1),
+                # What the service held when a worker last booted (measured, persisted): the figure a
+                # recycle decision compares with, as a fresh worker meets it.
+                "fresh_worker_used_mb": _round(self.costs.boot_mb())}
 
     def readiness(self) -> list[dict[str, Any]]:
         """Per model: can it be served now, and if not, why and the one command that makes it so."""
@@ -258,7 +261,8 @@ class ModelRegistry:
     def _build(self, handle: ModelHandle, hold: bool) -> Pipeline:
         """Admit, build and measure `handle`; it is LOADED (and held once if `hold`) before the admission locks go."""
         name = handle.spec.name
-        with self.gate.admitted(name, lambda: self._need(handle).mb, wait_s=self.queue_timeout_s) as admission:
+        with self.gate.admitted(name, lambda: self._need(handle).mb, wait_s=self.queue_timeout_s,
+                                fresh_need_mb=lambda: self._need(handle).fresh_mb) as admission:
             need = self._need(handle)  # the figure just admitted (the locks are held)
             if not admission.fits:
                 self.gate.refuse(handle, need, admission)
@@ -282,7 +286,9 @@ class ModelRegistry:
             self.memory.root_pid = root_pid
         self.boot_rss_mb = readings.rss_mb()
         self.boot_pss_mb = readings.pss_mb(os.getpid())
-        self.gate.arm_recycle(recycle, self.boot_rss_mb)
+        boot_used_mb = self.memory.used_mb()  # the fresh-worker figure: measured, and kept for the operator
+        self.costs.record_boot(boot_used_mb)
+        self.gate.arm_recycle(recycle, self.boot_rss_mb, boot_used_mb)
         self.lifecycle.ensure_sweeper()
         self.log_readiness()
         thread = threading.Thread(target=self.load_pinned, name="load-pinned", daemon=True)
@@ -309,3 +315,7 @@ class ModelRegistry:
         """Stop the sweeper and unload every idle model (tests; a worker's memory goes back when it exits)."""
         self.lifecycle.shutdown()
         self.peers.publish({})
+
+
+def _round(value: float | None, digits: int = 1) -> float | None:
+    return None if value is None else round(value, digits)

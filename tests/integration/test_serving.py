@@ -97,7 +97,7 @@ def test_a_worker_holding_memory_it_cannot_give_back_is_replaced(live_server) ->
     assert unloaded.json()["unloaded"] is True  # ...but its 160 MB stay in this worker
 
     refused = requests.post(server.url + "/fake/tts", json={}, timeout=30)
-    assert refused.status_code == 503 and refused.headers["Retry-After"] == "2", refused.text
+    assert refused.status_code == 503 and refused.headers["Retry-After"] == "1", refused.text
     error = refused.json()["error"]
     assert error["code"] == "memory_budget_exceeded" and error["recycling"] is True
 

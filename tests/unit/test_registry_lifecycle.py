@@ -149,8 +149,8 @@ def test_a_worker_holding_memory_it_cannot_give_back_asks_for_a_replacement_once
             with pytest.raises(BudgetExceeded) as caught:
                 registry.lease("tts")
             error = caught.value
-            assert error.headers["Retry-After"] == "2" and error.details["recycling"] is True
-            assert "being replaced by a fresh worker" in error.message
+            assert error.headers["Retry-After"] == "1" and error.details["recycling"] is True
+            assert "being replaced by a fresh one" in error.message and "retained heap" in error.message
         assert recycle.calls == 1  # asked once per MODEL_TTL_S, however many requests are refused
     finally:
         registry.shutdown()
@@ -170,16 +170,20 @@ def test_no_replacement_when_a_fresh_worker_could_not_fit_it_either():
         registry.shutdown()
 
 
-def test_no_replacement_while_another_model_is_loaded():
-    registry, recycle = _worker([fake_spec("a", 120, cls=LeakyPipeline), fake_spec("pin", 10, pinned=True)],
-                                free_mb=200)
+def test_an_idle_model_never_blocks_a_replacement_one_in_use_does():
+    registry, recycle = _worker([fake_spec("a", 120, cls=LeakyPipeline), fake_spec("pin", 10, pinned=True),
+                                 fake_spec("b", 10)], free_mb=200)
     try:
         registry.load("pin")
         registry.load("a")
         registry.unload("a")
-        with pytest.raises(BudgetExceeded):
+        with registry.acquire("b"), pytest.raises(BudgetExceeded) as caught:
             registry.lease("a")
-        assert recycle.calls == 0  # the pinned model is loaded: replacing the worker is not this rule's call
+        assert recycle.calls == 0 and "in use by 1 request(s)" in caught.value.message  # b is in flight
+        with pytest.raises(BudgetExceeded) as caught:
+            registry.lease("a")  # nothing in flight: b (idle) is evicted, pin (idle) comes back in the fresh worker
+        assert recycle.calls == 1 and caught.value.details["recycling"] is True
+        assert registry.state("b").value == "not loaded"
     finally:
         registry.shutdown()
         LEAKED.clear()
