@@ -1,0 +1,62 @@
+"""What the image's build stages decide: partial provisioning (warn, or fail when strict) and the fix texts inside it."""
+from __future__ import annotations
+
+import pytest
+
+from backend.pipelines import base
+from scripts import image_models
+
+
+def test_fix_text_in_a_checkout_names_the_fetch_command():
+    assert "scripts/fetch_models.py --models tts" in base.fetch_command("tts")
+
+
+def test_fix_text_inside_the_image_names_what_works_there(tmp_path, monkeypatch):
+    monkeypatch.setattr(base, "PROJECT_ROOT", tmp_path)  # the image: backend/ and configs, no scripts/, no .venv
+    text = base.fetch_command("language")
+    assert ".venv" not in text
+    assert "rebuild the image" in text and "STRICT_MODELS=1" in text and "MODEL_DIR" in text
+
+
+@pytest.fixture
+def fetch(monkeypatch):
+    """scripts/fetch_models.py stood in for: ai_voice cannot be had, the others are in place."""
+    calls = []
+
+    def main(argv):
+        calls.append(argv[-1])
+        return 1 if argv[-1] == "ai_voice" else 0
+
+    from backend.provision import __main__ as provision_cli
+    from scripts import fetch_models
+
+    monkeypatch.setattr(fetch_models, "main", main)
+    monkeypatch.setattr(provision_cli, "main", lambda argv: calls.append("voices") or 0)
+    gathered = []
+    monkeypatch.setattr(image_models, "gather", gathered.append)
+    return calls, gathered
+
+
+def test_a_missing_model_warns_and_the_build_goes_on(fetch, tmp_path, capsys):
+    calls, gathered = fetch
+    assert image_models.main(["--out", str(tmp_path)]) == 0
+    assert calls == ["voices", "tts", "language", "ai_voice"]  # one at a time: one missing leaves the others
+    assert gathered == [tmp_path]
+    err = capsys.readouterr().err
+    assert "WARNING: model ai_voice is not in this image" in err and "STRICT_MODELS=1" in err
+
+
+def test_strict_mode_fails_on_a_missing_model(fetch, tmp_path, capsys):
+    calls, gathered = fetch
+    assert image_models.main(["--models", "language,ai_voice", "--strict", "1", "--out", str(tmp_path)]) == 1
+    assert calls == ["language", "ai_voice"] and gathered == []
+    assert "STRICT_MODELS=1: failing the build, 1 model(s) missing: ai_voice" in capsys.readouterr().err
+
+
+def test_strict_mode_passes_when_every_model_is_in_place(fetch, tmp_path):
+    assert image_models.main(["--models", "tts,language", "--strict", "1", "--out", str(tmp_path)]) == 0
+
+
+def test_unknown_model_is_refused(tmp_path):
+    with pytest.raises(SystemExit):
+        image_models.main(["--models", "animation", "--out", str(tmp_path)])
