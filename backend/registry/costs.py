@@ -7,8 +7,9 @@ A build's figures (its steady size, its peak while loading, after its first requ
 largest value seen: they are measured once per build and do not depend on what was asked. A
 request's activations do, so they are not kept as "the largest ever" (one long numeric text
 would shrink the service for good, across restarts): the last WINDOW request peaks are kept and
-admission uses their upper quantile (QUANTILE, newer samples weighing more: each older one by
-DECAY), so a one-off outlier stops counting after about a dozen ordinary requests.
+admission uses the largest of them (QUANTILE = 1: the HTTP run of issue 24 OOM-killed a worker
+when a 95 % quantile over a window of short requests left 20 MB for a 90 MB one, a spread wider
+than the margin), so a one-off outlier stops counting after WINDOW ordinary requests, not never.
 
 Writes are atomic (a temporary file renamed over the old one) and serialised by an advisory
 lock, so two workers updating at once lose nothing and a reader never sees half a file. A file
@@ -33,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 FILE_NAME = "costs.json"
 WINDOW = 32  # request peaks kept per model
-QUANTILE = 0.95  # of the weighted request peaks: what admission keeps room for
+QUANTILE = 1.0  # of the weighted request peaks: what admission keeps room for (1 = the window's largest)
 DECAY = 0.9  # a sample's weight per newer sample after it
 #: Requests measured before their upper quantile may bring a model's cost below its estimate: one
 #: tiny first request must not make room for a long one (a counterexample of issue 24's property test).

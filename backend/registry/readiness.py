@@ -120,7 +120,7 @@ def _measured_row(measured: MeasuredCost | None) -> dict[str, Any] | None:
     if measured is None:
         return None
     samples = len(measured.request_peaks)
-    rule = (f"upper {QUANTILE:.0%} of the last {samples} requests, newer ones weighing more" if samples >= TRUSTED_SAMPLES
+    rule = (f"upper {QUANTILE:.0%} of the last {samples} requests" if samples >= TRUSTED_SAMPLES
             else f"at least the family's allowance until {TRUSTED_SAMPLES} requests are measured ({samples} so far)")
     return {"measured_mb": _round(measured.measured_mb), "peak_load_mb": _round(measured.peak_load_mb),
             "first_use_mb": _round(measured.first_use_mb), "request_peak_mb": _round(measured.request_peak_mb),
