@@ -107,7 +107,9 @@ def speak(base: str, text: str, *, timeout: float = 300) -> tuple[int, float, fl
     audio_s = 0.0
     if response.status_code == 200:
         with wave.open(io.BytesIO(response.content)) as wav:
-            audio_s = wav.getnframes() / wav.getframerate()
+            # A streamed WAV's header cannot know its length: count the bytes after the 44-byte header.
+            frame_bytes = wav.getsampwidth() * wav.getnchannels()
+            audio_s = (len(response.content) - 44) / frame_bytes / wav.getframerate()
     return response.status_code, took, audio_s, response.headers.get("X-Voice", "")
 
 
