@@ -152,6 +152,7 @@ def model_specs(settings: Settings) -> list[ModelSpec]:
             name=family.name, factory=factory, estimate=partial(estimate, family, backend, settings),
             enabled=settings.model_enabled(family.name), pinned=family.name in settings.preload_models,
             description=f"{family.description} ({backend})", max_concurrency=settings.model_concurrency,
+            admitted=settings.tts_admitted if family.name == "tts" else 0,  # TTS takes turns by piece
             availability=partial(_availability, family.name, backend, settings),
             import_runtime=partial(_import_runtime, family.name, backend, settings),
             cost_key=partial(cost_key, family, backend, settings),

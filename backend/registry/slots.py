@@ -13,7 +13,8 @@ from backend.registry.spec import ModelSpec
 
 
 class Slots:
-    """Per model: a semaphore of max_concurrency slots, and the count of requests waiting (MAX_QUEUE)."""
+    """Per model: a semaphore of places (max_concurrency, or `admitted` for a model that takes turns by piece),
+    and the count of requests waiting for one (MAX_QUEUE)."""
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
@@ -22,7 +23,9 @@ class Slots:
         self._lock = threading.Lock()
 
     def add(self, spec: ModelSpec) -> None:
-        self._slots[spec.name] = threading.BoundedSemaphore(spec.max_concurrency)
+        # A model whose pipeline takes turns by piece admits more requests than it runs at once: a slot
+        # here is a place among the admitted, and the pipeline's PieceTurns bounds what runs (memory).
+        self._slots[spec.name] = threading.BoundedSemaphore(max(spec.admitted, spec.max_concurrency))
 
     def waiting(self, name: str) -> int:
         with self._lock:
@@ -60,6 +63,7 @@ class Slots:
             self._waiting[name] -= 1
 
     def busy(self, spec: ModelSpec, why: str) -> ModelBusy:
-        return ModelBusy(f"model {spec.name!r} is busy (it serves {spec.max_concurrency} request(s) at "
-                         f"a time to bound its memory) and {why}; retry later",
+        serves = (f"it admits {spec.admitted} request(s) at a time, which take turns piece by piece"
+                  if spec.admitted else f"it serves {spec.max_concurrency} request(s) at a time to bound its memory")
+        return ModelBusy(f"model {spec.name!r} is busy ({serves}) and {why}; retry later",
                          headers={"Retry-After": str(self.policy.retry_after_s)}, model=spec.name)

@@ -46,6 +46,9 @@ class ModelSpec:
     #: requests one worker runs through this model at once; the rest queue. Each running request
     #: holds its own activations, so this bounds the model's transient memory.
     max_concurrency: int = 1
+    #: requests admitted at once when the pipeline hands its max_concurrency running slots out piece by
+    #: piece (backend.pipelines.turns); 0 = max_concurrency, each request holding a slot from start to end
+    admitted: int = 0
     #: from the files alone, before anything is built or evicted; None = always servable
     availability: Callable[[], Availability] | None = None
     #: imports the runtime before the build, so that import is measured apart from the model
