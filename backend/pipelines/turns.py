@@ -9,7 +9,9 @@ what it was), and the next turn goes to the request the rule picks among those w
 - "round_robin": whoever asked first. A request that has just run asks again only after its
   audio left, so every waiting request runs one piece before any runs two.
 - "shortest": requests with at most SHORT_PIECES pieces left first (in order of asking), then the
-  others round-robin: a one-sentence request overtakes a long one at its next piece boundary.
+  others round-robin: a one-sentence request overtakes long ones at the next piece boundary. So that
+  a stream of short requests cannot starve a long one, a request overtaken MAX_OVERTAKEN times goes
+  next: a long stream's gap is at most that many short pieces plus the others' turns.
 
 A request is never refused for waiting its turn (queue bounds count requests waiting to be
 *admitted*, in the registry). Piece order inside a request is its own loop's: turns only decide
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 
 RULES = ("round_robin", "shortest")
 SHORT_PIECES = 2  # "shortest": a request with this many pieces left or fewer goes first
+MAX_OVERTAKEN = 2  # "shortest": a request passed over this many times goes next
 
 
 @dataclass
@@ -36,12 +39,13 @@ class Ticket:
     remaining: int
     asked: int = 0
     waiting: bool = False
+    overtaken: int = 0  # turns given to requests that asked after this one, since it asked
 
 
 def choose(waiting: Sequence[Ticket], rule: str) -> Ticket:
     """The ticket whose turn is next among those waiting (not empty)."""
     if rule == "shortest":
-        return min(waiting, key=lambda t: (t.remaining > SHORT_PIECES, t.asked))
+        return min(waiting, key=lambda t: (t.overtaken < MAX_OVERTAKEN, t.remaining > SHORT_PIECES, t.asked))
     return min(waiting, key=lambda t: t.asked)
 
 
@@ -77,13 +81,15 @@ class PieceTurns:
     def turn(self, ticket: Ticket) -> Iterator[None]:
         """Wait for this ticket's turn, hold one slot while the body runs one piece, then pass the turn on."""
         with self._changed:
-            ticket.asked, ticket.waiting = next(self._order), True
+            ticket.asked, ticket.waiting, ticket.overtaken = next(self._order), True, 0
             self._waiting.append(ticket)
             self._changed.notify_all()  # for observers (tests) waiting for a request to queue
             while not (self._free > 0 and choose(self._waiting, self.rule) is ticket):
                 self._changed.wait()
             self._waiting.remove(ticket)
             ticket.waiting = False
+            for other in self._waiting:
+                other.overtaken += other.asked < ticket.asked
             self._free -= 1
         try:
             yield

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from backend.api.schemas.tts import validate_request
-from backend.pipelines.turns import PieceTurns, Ticket, choose
+from backend.pipelines.turns import MAX_OVERTAKEN, PieceTurns, Ticket, choose
 from config import build_settings
 from tests.unit.test_tts_pipeline import ScriptedKokoro
 
@@ -27,6 +27,32 @@ def test_shortest_puts_requests_with_few_pieces_left_first() -> None:
     long_early, short_late, other_short = Ticket(9, asked=1), Ticket(1, asked=7), Ticket(2, asked=8)
     assert choose([long_early, short_late, other_short], "shortest") is short_late
     assert choose([long_early, Ticket(3, asked=2)], "shortest") is long_early  # no short one: in order
+
+
+def test_shortest_lets_a_long_request_through_after_it_was_overtaken_twice() -> None:
+    long = Ticket(9, asked=1, overtaken=MAX_OVERTAKEN)
+    assert choose([long, Ticket(1, asked=7)], "shortest") is long
+
+
+def test_a_stream_of_short_requests_cannot_starve_a_long_one() -> None:
+    turns = PieceTurns(slots=1, rule="shortest")
+    holder, long = turns.join(1), turns.join(9)
+    order: list[str] = []
+    with turns.turn(holder):  # the slot is busy while the others queue
+        def run(ticket: Ticket, name: str) -> None:
+            with turns.turn(ticket):
+                order.append(name)
+
+        threads = [threading.Thread(target=run, args=(long, "long"))]
+        threads[0].start()
+        assert turns.wait_until(lambda t: t.waiting == 1, 60)
+        for n in range(4):  # four short requests queue after the long one
+            threads.append(threading.Thread(target=run, args=(turns.join(1), f"short{n}")))
+            threads[-1].start()
+            assert turns.wait_until(lambda t, k=n + 2: t.waiting == k, 60)
+    for thread in threads:
+        thread.join(60)
+    assert order == ["short0", "short1", "long", "short2", "short3"]
 
 
 class GatedKokoro(ScriptedKokoro):
