@@ -58,6 +58,7 @@ def gather(out: Path) -> list[Path]:
     """Copy the ONNX exports and the assembled packaged Kokoro model into OUT; the model files copied."""
     from backend.pipelines.onnx_session import save_optimized_graph
     from backend.pipelines.tts.kokoro_onnx import assemble_packaged_model, export_folder, packaged_data
+    from backend.pipelines.tts.timed_graph import timed_model
 
     settings = build_settings()
     out.mkdir(parents=True, exist_ok=True)
@@ -68,6 +69,11 @@ def gather(out: Path) -> list[Path]:
     if export_folder(settings) is None and packaged_data() is not None:
         # The server would otherwise write 92 MB and hash it at its first TTS request.
         models.append(assemble_packaged_model(out / "kokoro-packaged"))
+    # Kokoro with its token durations as a second output (captions), beside it: what the server loads.
+    for path in [p for p in models if p.parent.name.startswith("kokoro")]:
+        timed, _ = timed_model(path, path.parent)
+        if timed not in models:
+            models.append(timed)
     for path in [p for p in models if not p.name.endswith(".opt.onnx")]:
         saved = save_optimized_graph(path, settings)
         print(f"saved the optimised graph of {path.relative_to(out)} as {saved.name}", flush=True)

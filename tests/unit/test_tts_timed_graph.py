@@ -125,3 +125,18 @@ def test_the_onnx_pipeline_times_words_without_changing_its_audio(make_settings)
         assert starts == sorted(starts) and all(w.start_time < w.end_time <= len(audio) / rate for w in timed.words)
     finally:
         pipe.close()
+
+
+def test_a_copy_beside_the_model_is_used_and_a_read_only_folder_means_no_captions(tmp_path, monkeypatch) -> None:
+    from backend.pipelines.tts import timed_graph
+
+    source = tiny_duration_model(tmp_path / "tiny.onnx")
+    beside = write_timed(source, tmp_path / "tiny.timed.onnx", DURATIONS_NAME)  # as an image provisions it
+    assert timed_model(source, tmp_path / "cache") == (beside, DURATIONS_NAME)
+    beside.unlink()
+
+    def refuse(*args, **kwargs):
+        raise PermissionError("read-only file system")
+
+    monkeypatch.setattr(timed_graph, "write_timed", refuse)
+    assert timed_model(source, tmp_path / "cache") == (source, None)  # speech still served, captions not

@@ -168,13 +168,21 @@ def _copy(src: BinaryIO, sink: BinaryIO, count: int | None) -> None:
 
 
 def timed_model(model: Path, cache_dir: Path) -> tuple[Path, str | None]:
-    """(the model to load, the name of its durations output or None): the timed copy in cache_dir, written on
-    first use; the model itself when it returns durations already or has no duration predictor we know."""
+    """(the model to load, the name of its durations output or None): the timed copy beside the model (an image
+    provisions it there, with its saved optimised graph) or in cache_dir, written on first use; the model
+    itself when it returns durations already, has no duration predictor we know, or no copy can be written."""
     tensor, present = duration_output(model)
     if tensor is None or present:
         return model, tensor
-    target = cache_dir / f"{model.stem}.timed.onnx"
-    if not (target.is_file() and target.stat().st_mtime >= model.stat().st_mtime):
+    name = f"{model.stem}.timed.onnx"
+    for target in (model.parent / name, cache_dir / name):
+        if target.is_file() and target.stat().st_mtime >= model.stat().st_mtime:
+            return target, tensor
+    target = cache_dir / name
+    try:
         logger.info("writing %s: %s with its token durations (%s) as a second output", target, model.name, tensor)
         write_timed(model, target, tensor)
+    except OSError as exc:  # a read-only models folder: speech without captions rather than no speech
+        logger.warning("cannot write %s (%s): captions are not available", target, exc)
+        return model, None
     return target, tensor
