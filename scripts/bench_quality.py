@@ -5,6 +5,7 @@ and how intelligible our Kokoro is to the same Whisper (character error rate).
     .venv/bin/python scripts/bench_quality.py --variants torch,onnx-int8 --report-only
     .venv/bin/python scripts/bench_quality.py --interleaved 12      # speed ratios, all variants in one process
     .venv/bin/python scripts/bench_quality.py --cer                 # Kokoro en/es transcribed by faster-whisper
+    .venv/bin/python scripts/bench_quality.py --voices              # the 54-voice export, per language (CER, P(lang))
 
 Clips: scripts/speech_clips.py (30 real-Kokoro clips in 6 languages, 42 espeak-ng clips in 21),
 cached in MODEL_DIR/speech-clips. Model: whisper-base converted from PyPI (scripts/convert_whisper_ct2.py,
@@ -185,6 +186,79 @@ def intelligibility(args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+# Held-out sentences (in no test and no clip) per Kokoro language code, and the code Whisper names it by.
+HELD_OUT = {
+    "a": ["The library closes early on Sundays, so bring the books back on Saturday.",
+          "Please turn left at the second traffic light and park behind the bakery."],
+    "e": ["La biblioteca cierra temprano los domingos, así que devuelve los libros el sábado.",
+          "Gira a la izquierda en el segundo semáforo y aparca detrás de la panadería."],
+    "f": ["La bibliothèque ferme tôt le dimanche, alors rapporte les livres samedi.",
+          "Tourne à gauche au deuxième feu et gare-toi derrière la boulangerie."],
+    "h": ["पुस्तकालय रविवार को जल्दी बंद हो जाता है।", "दूसरी बत्ती पर बाएं मुड़िए और बेकरी के पीछे गाड़ी खड़ी कीजिए।"],
+    "i": ["La biblioteca chiude presto la domenica, quindi riporta i libri sabato.",
+          "Gira a sinistra al secondo semaforo e parcheggia dietro la panetteria."],
+    "p": ["A biblioteca fecha cedo aos domingos, então devolva os livros no sábado.",
+          "Vire à esquerda no segundo semáforo e estacione atrás da padaria."],
+    "j": ["図書館は日曜日に早く閉まります。", "二つ目の信号を左に曲がってください。"],
+    "z": ["图书馆星期天很早关门。", "在第二个红绿灯向左转。"],
+}
+HELD_OUT["b"] = HELD_OUT["a"]
+WHISPER_CODES = {"a": "en", "b": "en", "e": "es", "f": "fr", "h": "hi", "i": "it", "p": "pt", "j": "ja", "z": "zh"}
+VOICES = ("af_heart", "af_alloy", "af_nova", "af_bella", "af_nicole", "af_sky", "am_onyx", "am_echo", "bf_emma",
+          "bm_fable", "bm_george", "ef_dora", "em_alex", "ff_siwis", "hf_alpha", "hm_omega", "if_sara", "im_nicola",
+          "pf_dora", "pm_alex", "jf_alpha", "jm_kumo", "zf_xiaoxiao", "zm_yunxi")
+
+
+def voices_intelligibility(args: argparse.Namespace) -> str:
+    """Each voice of the 54-voice export (backend/provision/voices.py) speaking held-out sentences in its own
+    language through the product's ONNX pipeline; faster-whisper (whisper-base from PyPI, CTranslate2) writes
+    them down (CER) and names their language (probability of the right one, top-1)."""
+    import numpy as np
+    import soxr
+
+    from backend.api.schemas.tts import validate_request
+    from backend.pipelines.tts.kokoro_onnx import KokoroOnnxPipeline
+    from config import build_settings
+    from scripts.ct2.packages import assemble_ct2_folder, download_wheels
+    from scripts.intelligibility import character_error_rate
+    from scripts.whisper_peers import Ct2Peer
+
+    ct2 = _paths(args)["ct2"]
+    if not (ct2 / "model.bin").is_file():
+        assemble_ct2_folder(download_wheels(args.out / "wheels"), ct2)
+    settings = build_settings(inference_threads=args.threads, prometheus_multiproc_dir=None)
+    pipe = KokoroOnnxPipeline(settings)
+    pipe.load()
+    peer = Ct2Peer(ct2, [], threads=args.threads)
+    lines = ["| voice | language | sentences | mean CER | worst CER | P(right language) mean | min | heard as |",
+             "|---|---|---|---|---|---|---|---|"]
+    for voice in [v for v in args.voice_list if v in pipe.voices]:
+        code = voice[0]
+        cers, probabilities, heard = [], [], []
+        for text in HELD_OUT[code]:
+            try:
+                request = validate_request(settings, text=text, voice=voice, fmt="pcm")
+                speech = pipe.postprocess(pipe.run(pipe.preprocess(request)))
+            except Exception as exc:  # a G2P that is not installed: the row says so
+                lines.append(f"| {voice} | {WHISPER_CODES[code]} | – | – | – | – | – | not spoken: "
+                             f"{str(exc)[:120]} |")
+                break
+            raw = speech.content if isinstance(speech.content, bytes) else b"".join(speech.content)
+            audio = soxr.resample(np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768, 24_000, 16_000)
+            cers.append(character_error_rate(text, peer.transcribe(audio, WHISPER_CODES[code])))
+            _, _, ranked = peer.model.detect_language(audio=audio)
+            ranked = dict(ranked)
+            probabilities.append(ranked.get(WHISPER_CODES[code], 0.0))
+            heard.append(max(ranked, key=ranked.get))
+        else:
+            lines.append(f"| {voice} | {WHISPER_CODES[code]} | {len(cers)} | {sum(cers) / len(cers):.3f} | "
+                         f"{max(cers):.3f} | {sum(probabilities) / len(probabilities):.2f} | {min(probabilities):.2f} | "
+                         f"{', '.join(heard)} |")
+        print(lines[-1], file=sys.stderr, flush=True)
+    pipe.close()
+    return "\n".join(lines)
+
+
 def report(args: argparse.Namespace, variants: list[str]) -> str:
     import numpy as np
 
@@ -270,12 +344,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="instead: time ROUNDS windows per variant, all loaded in one process, in turn")
     parser.add_argument("--clip", default="kokoro-es-0", help="the clip --interleaved times")
     parser.add_argument("--cer", action="store_true", help="instead: Kokoro en/es transcribed by faster-whisper")
+    parser.add_argument("--voices", nargs="?", const=",".join(VOICES), default=None, metavar="VOICES",
+                        help="instead: these voices of the 54-voice export (default: one or more per language) "
+                             "speaking held-out sentences, written down by faster-whisper")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     if args.child:
         _child(args.child, args)
+        return 0
+    if args.voices is not None:
+        args.voice_list = [v.strip() for v in args.voices.split(",") if v.strip()]
+        print(voices_intelligibility(args))
         return 0
     prepare(args)
     if args.cer:
