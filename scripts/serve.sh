@@ -15,5 +15,8 @@ else
   scripts/setup.sh lean
   later=(--setup "$profile")
 fi
-.venv/bin/python -m backend.provision background "${later[@]}" &
+# Detached (the subshell exits at once): not a child of Gunicorn's master, whose process tree the memory budget
+# counts where there is no cgroup (a conversion's GBs would refuse every model); the same process group, so
+# stopping serve.sh's group stops it too.
+( .venv/bin/python -m backend.provision background "${later[@]}" & )
 exec .venv/bin/gunicorn -c gunicorn_config.py backend.wsgi:app
