@@ -79,9 +79,13 @@ DRIVER = textwrap.dedent(r'''
                     record(method, path, client.delete(path, headers=auth))
                 elif path.endswith("/load"):
                     record(method, path, client.post(path, headers=auth))
-                elif path == "/v1/audio/speech":  # OpenAI-compatible
+                elif path in ("/v1/audio/speech", "/dev/captioned_speech"):  # OpenAI-compatible; captions take its body
                     body = {"model": "kokoro", "input": text, "voice": voice, "response_format": "wav"}
-                    record(method, path, client.post(path, json=body, headers=auth))
+                    response = client.post(path, json=body, headers=auth)
+                    record(method, path, response)
+                    if path == "/dev/captioned_speech" and response.status_code == 200:  # the audio (base64) is too big to print
+                        captioned = response.get_json()
+                        results[-1]["json"] = {**captioned, "audio": len(base64.b64decode(captioned["audio"]))}
                 elif path == "/api/tts":
                     record(method, path, client.post(path, json={"text": text, "voice": voice, "format": "wav"}, headers=auth))
                 elif path == "/api/voice-detection":  # the client contract: base64 JSON
@@ -163,6 +167,8 @@ def test_inference_endpoints_are_covered(served) -> None:
     by_path = {r["path"]: r for r in served["results"] if r["method"] == "POST"}
     for path in ("/v1/audio/speech", "/api/tts"):
         assert by_path[path]["mimetype"].startswith("audio/") and by_path[path]["bytes"] > 10000, by_path[path]
+    captioned = by_path["/dev/captioned_speech"]["json"]
+    assert captioned["audio_format"] == "wav" and captioned["audio"] > 10000 and [w["word"] for w in captioned["timestamps"]] == ["Hello", "there"], captioned
     assert by_path["/api/detect-language"]["json"]["language"]
     assert 0.0 <= by_path["/api/detect-ai-voice"]["json"]["score"] <= 1.0
     assert by_path["/api/voice-detection"]["json"]["status"] == "success"
