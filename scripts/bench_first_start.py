@@ -7,7 +7,7 @@ Clones the repository's HEAD into a temporary folder, runs `./scripts/serve.sh` 
 /health 200, the first English speech through /v1/audio/speech (voice alloy: X-Voice says which spoke),
 GET /ready, then every change of /ready/language's status and provisioning stage, until language is
 servable (200) or --wait-s passes. The server's process group is stopped at the end; the clone is left
-in the temporary folder (its serve.log). /work/shared/tools/first-start.sh measures the first three the same way.
+in the temporary folder (its serve.log). The team's shared first-start.sh measures the first three the same way.
 """
 from __future__ import annotations
 
