@@ -20,8 +20,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
+from backend.provision.voices import sha256_file  # one streaming sha256 for provisioning and fetching
+
 PROBE_TIMEOUT_S = 2.0  # serve.sh runs this on every start: offline it must give up at once
-_HASH_CHUNK_BYTES = 4 * 2**20
 
 
 class FetchError(Exception):
@@ -53,14 +54,6 @@ class LocalSource:
 
     def fetch(self, work_dir: Path) -> Path:
         return self.folder
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while chunk := file.read(_HASH_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def git_blob_id(path: Path) -> str:
