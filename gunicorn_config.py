@@ -22,11 +22,9 @@ logger = logging.getLogger("gunicorn.error")
 # The CPU quota, read once: every thread pool the workers start (ONNX Runtime, torch, numpy's
 # OpenBLAS/OpenMP) is sized to it, not to the host's cores a container sees (backend/cpu_quota.py).
 # Set here, in the master, before anything imports numpy: the workers inherit it.
-from backend.cpu_quota import cpu_quota, inference_threads, limit_thread_pools  # noqa: E402 - after the settings
+from backend.cpu_quota import inference_threads, limit_thread_pools, start_line  # noqa: E402 - after the settings
 
-cpu = cpu_quota()
-pool_threads = inference_threads(settings.inference_threads)
-limit_thread_pools(pool_threads)
+limit_thread_pools(inference_threads(settings.inference_threads))
 
 #
 # Server socket
@@ -51,7 +49,9 @@ backlog = 64
 #   threads - not sized to the CPU quota: a thread waiting for a model or a slow client uses no
 #       CPU, and model runs are bounded by MODEL_CONCURRENCY (config.py THREADS).
 #   max_requests / max_requests_jitter - recycle a worker after about this many requests, so a
-#       slow leak (allocator fragmentation, caches) can never grow into an OOM kill.
+#       slow leak (allocator fragmentation, caches) can never grow into an OOM kill. Probes
+#       (/health, /ready) do not count (pre_request below): they allocate nothing that could
+#       leak, and a box that is only polled must not rebuild its models every few minutes.
 #   worker_tmp_dir - the heartbeat file lives in RAM (/dev/shm), not on a disk that may stall.
 #
 workers = settings.workers
@@ -158,9 +158,22 @@ def on_starting(server):
         "memory budget %d MB (margin %d MB), workers=%d threads=%d preload=%s backend=%s ttl=%ss pinned=%s",
         settings.memory_budget_mb, settings.memory_margin_mb, settings.workers, settings.threads,
         settings.preload, settings.backend, settings.model_ttl_s, ",".join(settings.preload_models) or "none")
-    server.log.info("cpu: quota %s CPU (%s), affinity %d cores -> %d inference thread(s)%s",
-                    "none" if cpu.quota_cpus is None else f"{cpu.quota_cpus:g}", cpu.source, cpu.affinity_cpus,
-                    pool_threads, " (INFERENCE_THREADS)" if settings.inference_threads else "")
+    server.log.info(start_line(settings.inference_threads))
+
+
+def is_probe(path: str) -> bool:
+    """A health or readiness probe: /health, /ready, /ready/<model>."""
+    return path in ("/health", "/ready") or path.startswith("/ready/")
+
+
+def pre_request(worker, req):
+    worker.log.debug("%s %s", req.method, req.path)  # Gunicorn's default hook
+    # Gunicorn counts a request toward max_requests (worker.nr += 1) right after this hook, in
+    # every worker class (gthread's handle_request: pre_request, then nr += 1, then the check):
+    # a probe gives its count back first, so it can neither count nor trigger the recycle.
+    # tests/integration/test_gunicorn.py pins this on the installed Gunicorn.
+    if is_probe(req.path):
+        worker.nr -= 1
 
 
 def post_fork(server, worker):

@@ -142,6 +142,14 @@ def inference_threads(configured: int) -> int:
     return configured if configured > 0 else threads_for(cpu_quota().cpus)
 
 
+def start_line(configured: int) -> str:
+    """The start-up log's line (Gunicorn's master, the jobs worker): the quota found and the threads chosen."""
+    quota = cpu_quota()
+    found = "none" if quota.quota_cpus is None else f"{quota.quota_cpus:g}"
+    return (f"cpu: quota {found} CPU ({quota.source}), affinity {quota.affinity_cpus} cores -> "
+            f"{inference_threads(configured)} inference thread(s){' (INFERENCE_THREADS)' if configured else ''}")
+
+
 def limit_thread_pools(threads: int) -> dict[str, str]:
     """Size numpy's BLAS and OpenMP pools (and torch's default) to `threads`; call before importing them.
 

@@ -51,7 +51,8 @@ def scripted(ctx: JobContext) -> dict[str, Any]:
             ctx.progress("render", frame + 1, frames)
             ctx.progress("encode", frame + 1, frames)
     part.rename(ctx.output_path)
-    return {"frames": frames, "audio_samples": int(ctx.audio.size) if ctx.audio is not None else 0}
+    return {"frames": frames, "audio_samples": int(ctx.audio.size) if ctx.audio is not None else 0,
+            "pool_threads": os.environ.get("OMP_NUM_THREADS")}  # what torch and numpy's pools start with
 
 
 def gated(ctx: JobContext) -> dict[str, Any]:

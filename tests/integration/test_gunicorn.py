@@ -63,3 +63,20 @@ def test_warm_models_build_in_the_background_after_boot_unpinned(live_server):
     assert rows["tts"]["state"] == "loaded" and not rows["tts"]["pinned"]
     assert rows["language"]["state"] == "not loaded"  # only what WARM_MODELS names
     assert "inference thread(s)" in server.output()  # the quota and the threads chosen, in the start-up log
+
+
+def test_probes_do_not_count_toward_max_requests(live_server):
+    """A box that is only polled keeps its worker (and its built models); other requests still count."""
+    server = live_server({"MAX_REQUESTS": "3", "MAX_REQUESTS_JITTER": "0"})
+    [worker] = _workers(server)
+    for path in ["/health"] * 5 + ["/ready"] * 3 + ["/ready/tts"] * 2:
+        requests.get(server.url + path, timeout=30)
+    for _ in range(2):  # two requests that count: one short of MAX_REQUESTS
+        requests.get(server.url + "/api/models", timeout=30)
+    assert requests.get(server.url + "/health", timeout=30).json()["pid"] == worker.pid
+    assert [w.pid for w in _workers(server)] == [worker.pid]
+
+    requests.get(server.url + "/api/models", timeout=30)  # the third: the worker is recycled after it
+    worker.wait(timeout=60)
+    assert requests.get(server.url + "/health", timeout=30).json()["pid"] != worker.pid
+    assert "Autorestarting worker after current request." in server.output()

@@ -25,7 +25,9 @@ def rq_jobs(make_settings: Any, redis_url: str, rq_worker: Any, tmp_path: Path):
 
     Redis.from_url(redis_url).flushdb()
     settings = make_settings(jobs_backend="rq", redis_url=redis_url)
-    worker = rq_worker({"REDIS_URL": redis_url, "LOG_LEVEL": "INFO", "STATE_DIR": str(tmp_path / "state")})
+    # OMP_NUM_THREADS as a host might set it: INFERENCE_THREADS decides what the jobs' pools get
+    worker = rq_worker({"REDIS_URL": redis_url, "LOG_LEVEL": "INFO", "STATE_DIR": str(tmp_path / "state"),
+                        "INFERENCE_THREADS": "1", "OMP_NUM_THREADS": "7"})
     engine = RqJobs(settings, function="tests.job_functions:scripted")
     engine.worker = worker
     yield engine
@@ -67,6 +69,8 @@ def test_a_job_runs_on_the_worker_with_progress_and_its_result_in_redis(rq_jobs,
     assert rq_jobs.open_result(done).read() == b"IMG" * 4
     assert rq_jobs.measured_peak_mb("animation", 256) == done.facts["peak_mb"]
     assert not rq_jobs.redis.exists(f"animation:input:{record.id}")  # inputs go when the job ends
+    assert done.facts["pool_threads"] == "1"  # the worker sized the job's thread pools before it started
+    assert "-> 1 inference thread(s) (INFERENCE_THREADS)" in rq_jobs.worker.output()
 
 
 def test_cancel_queued_and_running_jobs_and_typed_failures(rq_jobs, tmp_path):
