@@ -156,8 +156,13 @@ def model_specs(settings: Settings) -> list[ModelSpec]:
             availability=partial(_availability, family.name, backend, settings),
             import_runtime=partial(_import_runtime, family.name, backend, settings),
             cost_key=partial(cost_key, family, backend, settings),
-            runs_elsewhere=_runs_elsewhere(family.name, settings)))
+            runs_elsewhere=_runs_elsewhere(family.name, settings),
+            size_unit=REQUEST_SIZE_UNITS.get(family.name, "")))
     return specs
+
+
+#: what a request's size counts, for the registry's cost by size (backend.registry.request_cost)
+REQUEST_SIZE_UNITS = {"tts": "tokens", "language": "s", "ai_voice": "s"}
 
 
 def _runs_elsewhere(name: str, settings: Settings) -> str:

@@ -22,12 +22,18 @@ from backend.api.schemas.analysis import (AiVoiceForm, AiVoiceJson, AnalysisForm
                                           VoiceDetectionBody, base64_audio, merge_options)
 from backend.audio.decode import DecodedAudio, decode_audio, decode_mb, probe_audio
 from backend.auth import Policy, protect
+from backend.audio.features import SAMPLE_RATE_HZ
 from backend.errors import ApiError, BadRequest, ModelDisabled, error_response, from_http_exception
+from backend.pipelines.ai_voice.detector import window_samples_for
+from backend.pipelines.language.detector import WINDOW_S as LANGUAGE_WINDOW
 from backend.registry import get_registry
 
 logger = logging.getLogger(__name__)
 
 bp = protect(Blueprint("analysis", __name__), Policy.INFERENCE)
+# A request's size for the registry's cost by size: seconds, capped by the window the model sees at once.
+LANGUAGE_WINDOW_S = float(LANGUAGE_WINDOW)
+AI_VOICE_WINDOW_S = window_samples_for(1024) / SAMPLE_RATE_HZ  # AST's usual window: 1024 frames, 10.24 s
 
 CONTRACT_ENDPOINT = "analysis.voice_detection"
 AUDIO_BODY = Binary(("application/octet-stream", "audio/wav", "audio/mpeg", "audio/flac", "audio/ogg"),
@@ -140,12 +146,13 @@ def _disabled_slot(name: str) -> dict[str, Any]:
 
 
 def _detect_language(audio: DecodedAudio, options: dict[str, Any]) -> dict[str, Any]:
-    with get_registry().acquire("language") as pipe:
+    # The request's size for its cost: seconds of audio, capped by the window the model sees at once.
+    with get_registry().acquire("language", size=min(audio.seconds, LANGUAGE_WINDOW_S)) as pipe:
         return pipe({"audio": audio.samples, **options})
 
 
 def _detect_ai_voice(audio: DecodedAudio) -> dict[str, Any]:
-    with get_registry().acquire("ai_voice") as pipe:
+    with get_registry().acquire("ai_voice", size=min(audio.seconds, AI_VOICE_WINDOW_S)) as pipe:
         return pipe({"audio": audio.samples})
 
 

@@ -20,6 +20,8 @@ bp = protect(Blueprint("models", __name__, url_prefix="/api/models"), Policy.INF
 admin_bp = protect(Blueprint("models_admin", __name__, url_prefix="/api/models"), Policy.ADMIN)
 
 PUBLIC_FIELDS = ("name", "state", "description", "pinned", "servable", "cost_mb", "cost_source", "estimate_mb",
+                 # the activations admission kept room for, for the last request's size, and the rule that gave them
+                 "request_mb", "request_size", "request_rule",
                  "measured_mb", "load_s", "loaded_at", "last_used", "use_count", "in_use", "loads",
                  # what the loaded pipeline says of itself, less model ids and sources (local paths)
                  "model_name", "accuracy", "backend", "precision", "dtype", "g2p", "voices", "languages", "sample_rate",

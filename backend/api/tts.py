@@ -72,10 +72,15 @@ def _speak(parsed: SpeechRequest, stream: bool = True) -> Response:
     registry.require_available("tts")  # 503 before anything is looked up, built or evicted
     settings = current_app.config["SETTINGS"]
     request = installed_voice(parsed, settings, installed_voices(settings))
-    lease = registry.lease("tts")
+    # Sized later: the pieces, and so the longest one (what the activations grow with), come from the
+    # loaded model's G2P; room for them is made after preprocess, before the model runs.
+    lease = registry.lease("tts", sized_later=True)
     streaming = False
     try:
-        speech = lease.pipeline(request)
+        pipe = lease.pipeline
+        features = pipe.preprocess(request)
+        lease.admit(features.longest_piece_tokens)
+        speech = pipe.postprocess(pipe.run(features))
         headers = {"X-Voice": speech.voice, "X-Sample-Rate": str(speech.sample_rate_hz)}
         if parsed.voice is not None:
             headers["X-Voice-Requested"] = mix_label(parsed.voice)

@@ -6,10 +6,10 @@ restarted or a second worker admits from measurements instead of the catalog's e
 A build's figures (its steady size, its peak while loading, after its first request) keep the
 largest value seen: they are measured once per build and do not depend on what was asked. A
 request's activations do, so they are not kept as "the largest ever" (one long numeric text
-would shrink the service for good, across restarts): the last WINDOW request peaks are kept and
-admission uses the largest of them (QUANTILE = 1: the HTTP run of issue 24 OOM-killed a worker
-when a 95 % quantile over a window of short requests left 20 MB for a 90 MB one, a spread wider
-than the margin), so a one-off outlier stops counting after WINDOW ordinary requests, not never.
+would shrink the service for good, across restarts): the last WINDOW requests are kept, each with
+its size (what it asked: backend.registry.request_cost), and admission keeps room for the upper
+envelope of those of the request's size or smaller, so a short request fits where a long one
+would not, and a one-off outlier stops counting after WINDOW requests, not never.
 
 Writes are atomic (a temporary file renamed over the old one) and serialised by an advisory
 lock, so two workers updating at once lose nothing and a reader never sees half a file. A file
@@ -33,27 +33,9 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 FILE_NAME = "costs.json"
-WINDOW = 32  # request peaks kept per model
-QUANTILE = 1.0  # of the weighted request peaks: what admission keeps room for (1 = the window's largest)
-DECAY = 0.9  # a sample's weight per newer sample after it
-#: Requests measured before their upper quantile may bring a model's cost below its estimate: one
-#: tiny first request must not make room for a long one (a counterexample of issue 24's property test).
-TRUSTED_SAMPLES = 5
+WINDOW = 32  # requests (size and peak) kept per model
 PLAUSIBLE_MB = 65_536.0  # no figure of one model in one worker is larger: a file that says so is broken
 WORKER_BOOT_KEY = "worker:boot"  # measured_mb = the service's memory at a worker's boot (the fresh-worker figure)
-
-
-def upper_quantile(values: tuple[float, ...], q: float = QUANTILE, decay: float = DECAY) -> float | None:
-    """The weighted q-quantile of `values` (oldest first; the newest weighs 1, each older one `decay` less)."""
-    if not values:
-        return None
-    weights = [decay ** (len(values) - 1 - i) for i in range(len(values))]
-    target, total = q * sum(weights), 0.0
-    for value, weight in sorted(zip(values, weights, strict=True)):
-        total += weight
-        if total >= target - 1e-12:
-            return value
-    return max(values)
 
 
 @dataclass(frozen=True)
@@ -64,35 +46,49 @@ class MeasuredCost:
     peak_load_mb: float | None = None  # peak RSS during load minus before
     first_use_mb: float | None = None  # RSS after the first request after a load minus before the load
     request_peaks: tuple[float, ...] = ()  # the last WINDOW rises of peak RSS during one request, oldest first
+    request_sizes: tuple[float | None, ...] = ()  # what each of those asked (request_cost); None = unknown
     pid: int = 0  # the worker that measured last
     at: float = 0.0  # when, seconds since the epoch
 
     @property
     def request_peak_mb(self) -> float | None:
-        """What one request's activations are expected to take: the request peaks' upper quantile."""
-        return upper_quantile(self.request_peaks)
+        """The largest request peak in the window (shown; admission asks request_cost by size)."""
+        return max(self.request_peaks) if self.request_peaks else None
 
-    def cost_mb(self) -> float | None:
-        """What building it again is expected to add (imports excluded); None before any build was measured."""
+    @property
+    def samples(self) -> list[tuple[float | None, float]]:
+        """The window's requests as (size, peak MB), oldest first."""
+        return list(zip(self.request_sizes, self.request_peaks, strict=True))
+
+    def build_mb(self) -> float | None:
+        """What a build adds before any request runs (imports excluded); None before any build was measured."""
         if self.measured_mb is None:
             return None
-        candidates = [m for m in (self.peak_load_mb, self.first_use_mb, self.measured_mb) if m is not None]
-        if self.request_peak_mb is not None:
-            candidates.append(self.measured_mb + self.request_peak_mb)
-        return max(candidates)
+        return max(m for m in (self.peak_load_mb, self.first_use_mb, self.measured_mb) if m is not None)
 
-    def merged(self, request_peak_mb: float | None = None, **figures: float | None) -> MeasuredCost:
+    def cost_mb(self) -> float | None:
+        """What building it again and serving its largest request in the window is expected to add."""
+        build = self.build_mb()
+        if build is None or self.measured_mb is None:
+            return None
+        return max(build, self.measured_mb + (self.request_peak_mb or 0.0))
+
+    def merged(self, request_peak_mb: float | None = None, request_size: float | None = None,
+               **figures: float | None) -> MeasuredCost:
         """This record with `figures` folded in (each keeps its largest value) and one more request
-        peak in the window, stamped now by this process."""
+        (its peak, of `request_size`) in the window, stamped now by this process."""
         values = asdict(self)
         for name, value in figures.items():
             values[name] = _larger(values[name], value)
-        peaks = self.request_peaks + ((request_peak_mb,) if request_peak_mb is not None else ())
-        values.update(request_peaks=peaks[-WINDOW:], pid=os.getpid(), at=time.time())
+        peaks, sizes = self.request_peaks, self.request_sizes
+        if request_peak_mb is not None:
+            peaks, sizes = peaks + (request_peak_mb,), sizes + (request_size,)
+        values.update(request_peaks=peaks[-WINDOW:], request_sizes=sizes[-WINDOW:], pid=os.getpid(), at=time.time())
         return MeasuredCost(**values)
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "request_peaks": list(self.request_peaks), "request_peak_mb": self.request_peak_mb}
+        return {**asdict(self), "request_peaks": list(self.request_peaks), "request_sizes": list(self.request_sizes),
+                "request_peak_mb": self.request_peak_mb}
 
 
 _FIGURES = ("measured_mb", "peak_load_mb", "first_use_mb")
@@ -124,8 +120,15 @@ def parse_record(value: Any) -> MeasuredCost:
     if not isinstance(peaks, list) or not all(_plausible(p) for p in peaks):
         raise ValueError("request_peaks is not a list of figures between 0 and "
                          f"{PLAUSIBLE_MB:.0f} MB")
+    sizes = value.get("request_sizes")
+    if sizes is None:  # the format before sizes: every request of unknown size
+        sizes = [None] * len(peaks)
+    if not isinstance(sizes, list) or len(sizes) != len(peaks) or not all(
+            s is None or _plausible(s) for s in sizes):
+        raise ValueError("request_sizes is not a list of sizes (or null), one per request peak")
     pid, at = value.get("pid", 0), value.get("at", 0.0)
     return MeasuredCost(**figures, request_peaks=tuple(float(p) for p in peaks[-WINDOW:]),
+                        request_sizes=tuple(None if s is None else float(s) for s in sizes[-WINDOW:]),
                         pid=pid if isinstance(pid, int) else 0, at=at if _plausible_time(at) else 0.0)
 
 
@@ -153,7 +156,8 @@ class CostBook:
             return shared or local
         newer, older = (local, shared) if local.at >= shared.at else (shared, local)
         combined = {name: _larger(getattr(newer, name), getattr(older, name)) for name in _FIGURES}
-        return MeasuredCost(**combined, request_peaks=newer.request_peaks, pid=newer.pid, at=newer.at)
+        return MeasuredCost(**combined, request_peaks=newer.request_peaks, request_sizes=newer.request_sizes,
+                            pid=newer.pid, at=newer.at)
 
     def measured_here(self, key: str) -> bool:
         """Whether this process measured `key` itself (else its figures came from another worker)."""
@@ -170,7 +174,7 @@ class CostBook:
             shared = self._read().get(key)
             if shared is not None and figures.get("request_peak_mb") is None and all(
                     _larger(getattr(shared, name), value) == getattr(shared, name)
-                    for name, value in figures.items() if name != "request_peak_mb"):
+                    for name, value in figures.items() if name not in ("request_peak_mb", "request_size")):
                 return shared  # nothing grew: the file already says it
             try:
                 return self._update_file(key, lambda record: record.merged(**figures))

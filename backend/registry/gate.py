@@ -132,34 +132,44 @@ class Gate:
         return admission
 
     # --- refusal ---------------------------------------------------------------------------------
-    def refuse(self, handle: ModelHandle, need: Need, admission: Admission) -> NoReturn:
-        """Raise BudgetExceeded for a model that does not fit, asking for a fresh worker first if that helps."""
+    def refuse(self, handle: ModelHandle, need: Need, admission: Admission, *, request_only: bool = False) -> NoReturn:
+        """Raise BudgetExceeded for a model that does not fit, asking for a fresh worker first if that helps.
+
+        `request_only`: the model is loaded and held by this request; only its activations were asked for.
+        """
         name, used = handle.spec.name, admission.used_mb
         budget, margin = self.budget_mb(), self.policy.margin_mb
-        recycling = self._recycle_if_it_helps(handle, need, admission, self.limit_mb())
-        self._emit("refuse", name, mb=need.mb)
-        logger.warning("event=model_refused model=%s needed_mb=%.0f needed_from=%r used_mb=%.0f budget_mb=%.0f "
-                       "margin_mb=%.0f recycling=%s", name, need.mb, need.source, used, budget, margin, recycling)
+        needed = need.request.mb if request_only else need.mb
+        what = (f"a request of model {name!r} ({_size(need)}) needs about {needed:.0f} MB for its activations"
+                if request_only else f"model {name!r} needs about {needed:.0f} MB")
+        recycling = self._recycle_if_it_helps(handle, need, admission, self.limit_mb(), request_only=request_only)
+        self._emit("refuse", name, mb=needed)
+        logger.warning("event=model_refused model=%s needed_mb=%.0f needed_from=%r request_size=%s request_mb=%.0f "
+                       "request_rule=%r used_mb=%.0f budget_mb=%.0f margin_mb=%.0f recycling=%s", name, needed,
+                       need.source, need.request.size, need.request.mb, need.request.rule, used, budget, margin,
+                       recycling)
+        holders = self.holders(handle, own_requests=handle.in_use - (1 if request_only else 0))
+        facts = dict(model=name, needed_mb=round(needed), used_mb=round(used), budget_mb=round(budget),
+                     margin_mb=round(margin), request_mb=round(need.request.mb), request_rule=need.request.rule)
         if recycling:
             raise BudgetExceeded(
-                f"model {name!r} needs about {need.mb:.0f} MB but only {admission.free_mb:.0f} MB of the {budget:.0f} MB "
-                f"budget is free, held by {self.holders(handle)}; nothing is in flight, so this worker is being "
+                f"{what} but only {admission.free_mb:.0f} MB of the {budget:.0f} MB "
+                f"budget is free, held by {holders}; nothing is in flight, so this worker is being "
                 f"replaced by a fresh one that fits it: retry in {RECYCLE_RETRY_AFTER_S} s",
-                headers={"Retry-After": str(RECYCLE_RETRY_AFTER_S)}, model=name, needed_mb=round(need.mb),
-                used_mb=round(used), budget_mb=round(budget), margin_mb=round(margin), recycling=True)
+                headers={"Retry-After": str(RECYCLE_RETRY_AFTER_S)}, **facts, recycling=True)
         waited = (f"; {', '.join(admission.victims)} did not finish within {self.policy.queue_timeout_s:g} s "
                   "(QUEUE_TIMEOUT_S)" if admission.outcome is Outcome.WAIT else "")
         raise BudgetExceeded(
-            f"model {name!r} needs about {need.mb:.0f} MB but only {admission.free_mb:.0f} MB of the "
-            f"{budget:.0f} MB budget is free, held by {self.holders(handle)}{waited}; retry later",
-            headers={"Retry-After": str(self.policy.retry_after_s)},
-            model=name, needed_mb=round(need.mb), used_mb=round(used), budget_mb=round(budget),
-            margin_mb=round(margin))
+            f"{what} but only {admission.free_mb:.0f} MB of the "
+            f"{budget:.0f} MB budget is free, held by {holders}{waited}; retry later",
+            headers={"Retry-After": str(self.policy.retry_after_s)}, **facts)
 
-    def holders(self, handle: ModelHandle) -> str:
+    def holders(self, handle: ModelHandle, own_requests: int = 0) -> str:
         """What holds the memory a refused model would need: models in use, idle models, this worker's
-        retained heap and runtimes, other workers."""
+        retained heap and runtimes, other workers. `own_requests`: the refused model's other requests in flight."""
         parts, loaded_mb = [], 0.0
+        if own_requests > 0:
+            parts.append(f"{handle.spec.name} itself (in use by {own_requests} other request(s))")
         for other in self._lifecycle.handles.values():
             if other is handle or other.state is not ModelState.LOADED:
                 continue
@@ -168,7 +178,8 @@ class Gate:
             parts.append(f"{other.spec.name} ({'in use by ' if other.in_use else ''}{what}, "
                          f"{other.measured_mb or 0.0:.0f} MB)")
         if self._boot_rss_mb is not None:
-            retained = max(0.0, readings.rss_mb() - self._boot_rss_mb - loaded_mb)
+            retained = max(0.0, readings.rss_mb() - self._boot_rss_mb - loaded_mb - (
+                (handle.measured_mb or 0.0) if handle.state is ModelState.LOADED else 0.0))
             parts.append(f"this worker's retained heap and runtimes ({retained:.0f} MB above its boot)")
         reserved = self.peers.reserved_mb()
         if reserved > 0:
@@ -180,22 +191,25 @@ class Gate:
         return "; ".join(parts) if parts else "the service itself (nothing loaded)"
 
     def recycle_snapshot(self, handle: ModelHandle, need: Need, admission: Admission,
-                         limit_mb: float) -> RecycleSnapshot:
-        """What the recycle decision reads, now."""
+                         limit_mb: float, *, request_only: bool = False) -> RecycleSnapshot:
+        """What the recycle decision reads, now (`request_only`: the refused request holds the model itself)."""
         can_recycle = self._recycle is not None and self._boot_rss_mb is not None
         now = time.time()
         with self._lock:
             requested_at = self._recycle_requested_at
         loaded, in_use = self._lifecycle.others_held(handle)
+        if handle.in_use > (1 if request_only else 0):  # its own other requests are in flight too
+            in_use = (*in_use, handle.spec.name)
         fresh = self.fresh_used_mb(admission.used_mb)
         return RecycleSnapshot(can_recycle=can_recycle and fresh is not None, now=now, requested_at=requested_at,
                                ttl_s=self.policy.ttl_s, others_loaded=loaded, others_in_use=in_use,
                                used_mb=admission.used_mb, fresh_used_mb=fresh if fresh is not None else admission.used_mb,
                                need_fresh_mb=need.fresh_mb, limit_mb=limit_mb)
 
-    def _recycle_if_it_helps(self, handle: ModelHandle, need: Need, admission: Admission, limit_mb: float) -> bool:
+    def _recycle_if_it_helps(self, handle: ModelHandle, need: Need, admission: Admission, limit_mb: float, *,
+                             request_only: bool = False) -> bool:
         """Ask for a fresh worker when the recycle decision says so; True while this worker is being replaced."""
-        snapshot = self.recycle_snapshot(handle, need, admission, limit_mb)
+        snapshot = self.recycle_snapshot(handle, need, admission, limit_mb, request_only=request_only)
         verdict = decide_recycle(snapshot)
         if verdict is not Recycle.ASK:
             return verdict is Recycle.ASKED
@@ -258,3 +272,8 @@ class Gate:
             yield
         finally:
             self.reserve_job(label, 0)
+
+
+def _size(need: Need) -> str:
+    size = need.request.size
+    return "size unknown" if size is None else f"size {size:g}"

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from backend.errors import ModelInUse
 from backend.memory import readings
 from backend.registry.policy import Policy
+from backend.registry.request_cost import RequestCost
 from backend.registry.spec import ModelSpec, ModelState
 
 if TYPE_CHECKING:  # typing only: the registry never imports a pipeline
@@ -58,6 +59,9 @@ class ModelHandle:
     rss_before_load_mb: float = 0.0
     load_epoch: int = -1  # the Meter's epoch when its last build ended undisturbed (-1: disturbed)
     key: str = ""  # what its measured costs are shared under (set at each admission)
+    #: the largest request activations admitted since the last build (what other admissions leave room for)
+    admitted: RequestCost | None = None
+    last_request: RequestCost | None = None  # the figure admission used for the last request (shown)
     last_error: str | None = None
 
     def cost_key(self) -> str:
@@ -136,9 +140,11 @@ class Lifecycle:
             flight.done.set()
             return pipeline
 
-    def mark_loaded(self, handle: ModelHandle, pipeline: Pipeline, *, hold: bool) -> None:
-        """Built: loaded (and held once if `hold`), so the next admission can wait for it or evict it."""
+    def mark_loaded(self, handle: ModelHandle, pipeline: Pipeline, *, hold: bool, admitted: RequestCost) -> None:
+        """Built: loaded (and held once if `hold`), so the next admission can wait for it or evict it;
+        `admitted`: the request activations its admission made room for."""
         with self.lock:
+            handle.admitted = admitted
             handle.loaded_at = time.time()
             handle.loads += 1
             handle.pipeline, handle.state, handle.flight = pipeline, ModelState.LOADED, None
@@ -201,7 +207,7 @@ class Lifecycle:
             if handle.state is not ModelState.LOADED or handle.in_use:
                 return False  # someone took it meanwhile: it stays
             pipeline, handle.pipeline = handle.pipeline, None
-            handle.state = ModelState.NOT_LOADED
+            handle.state, handle.admitted = ModelState.NOT_LOADED, None
             self._bump_epoch()
         before = readings.rss_mb()
         if pipeline is not None:

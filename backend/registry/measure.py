@@ -58,10 +58,13 @@ class Meter:
             return epoch, None  # the mark would be the process's all-time high, not this request's
         return epoch, readings.rss_mb()
 
-    def finish_request(self, handle: ModelHandle, epoch: int, start_rss_mb: float | None) -> bool:
-        """Measure the request that started at `epoch` (call with its slot still held); True if a figure was kept."""
+    def finish_request(self, handle: ModelHandle, epoch: int, start_rss_mb: float | None, *,
+                       size: float | None = None, ran: bool = True) -> bool:
+        """Measure the request of `size` that started at `epoch` (call with its slot still held); True if a
+        figure was kept. `ran` False: it ended before the model ran (refused, or invalid): nothing to measure."""
         with self._lock:
-            undisturbed = self._epoch == epoch  # nothing else started, was built or unloaded since
+            # nothing else started, was built or unloaded since
+            undisturbed = ran and self._epoch == epoch
         request_peak = None
         if start_rss_mb is not None and undisturbed:
             peak = readings.peak_rss_mb()
@@ -79,7 +82,8 @@ class Meter:
                 handle.request_peak_mb = max(handle.request_peak_mb or 0.0, request_peak)
         if request_peak is None and first_use_mb is None:
             return False
-        self.costs.record(handle.key or handle.cost_key(), request_peak_mb=request_peak, first_use_mb=first_use_mb)
+        self.costs.record(handle.key or handle.cost_key(), request_peak_mb=request_peak, request_size=size,
+                          first_use_mb=first_use_mb)
         return True
 
     # --- builds ----------------------------------------------------------------------------------

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from backend.memory import readings
 from backend.pipelines.base import Availability  # the contract's vocabulary; no pipeline is imported
-from backend.registry.costs import QUANTILE, TRUSTED_SAMPLES, MeasuredCost
+from backend.registry.costs import MeasuredCost
+from backend.registry.request_cost import RequestCost, envelope
 from backend.registry.spec import ModelSpec, ModelState
 
 if TYPE_CHECKING:
@@ -98,7 +99,14 @@ def snapshot_row(handle: ModelHandle, found: Availability, need: Need) -> dict[s
                               "allowance_mb": round(need.estimate.allowance_mb, 1),
                               "imports_mb": round(need.estimate.imports_mb, 1),
                               "total_mb": round(need.estimate.model_mb + need.estimate.imports_mb, 1)},
-                 "measured": _measured_row(need.measured)},
+                 "measured": _measured_row(need.measured),
+                 # a request's activations by its size: what admission used for the last request, what it made
+                 # room for since the build, and the figure for each size measured (backend.registry.request_cost)
+                 "request": {"unit": e.spec.size_unit or None, "last": _request_row(e.last_request),
+                             "admitted": _request_row(e.admitted),
+                             "by_size": [_request_row(c) for c in envelope(
+                                 need.measured.samples if need.measured else [], need.estimate.allowance_mb,
+                                 e.spec.size_unit)]}},
         "estimate_mb": round(need.estimate.model_mb + need.estimate.imports_mb, 1),
         "measured_mb": _round(e.measured_mb), "anon_mb": _round(e.anon_mb),
         "imports_mb": _round(e.imports_mb), "peak_load_mb": _round(e.peak_load_mb),
@@ -106,6 +114,9 @@ def snapshot_row(handle: ModelHandle, found: Availability, need: Need) -> dict[s
         "load_s": _round(e.load_s, 3),
         "loaded_at": e.loaded_at, "last_used": e.last_used, "use_count": e.uses,
         "in_use": e.in_use, "loads": e.loads, "last_error": e.last_error,
+        "request_mb": _round(e.last_request.mb) if e.last_request else None,
+        "request_size": e.last_request.size if e.last_request else None,
+        "request_rule": e.last_request.rule if e.last_request else None,
     }
     if e.pipeline is not None:
         row.update(e.pipeline.describe())
@@ -119,9 +130,12 @@ def _round(value: float | None, digits: int = 1) -> float | None:
 def _measured_row(measured: MeasuredCost | None) -> dict[str, Any] | None:
     if measured is None:
         return None
-    samples = len(measured.request_peaks)
-    rule = (f"upper {QUANTILE:.0%} of the last {samples} requests" if samples >= TRUSTED_SAMPLES
-            else f"at least the family's allowance until {TRUSTED_SAMPLES} requests are measured ({samples} so far)")
     return {"measured_mb": _round(measured.measured_mb), "peak_load_mb": _round(measured.peak_load_mb),
             "first_use_mb": _round(measured.first_use_mb), "request_peak_mb": _round(measured.request_peak_mb),
-            "requests_measured": samples, "request_rule": rule, "pid": measured.pid, "at": measured.at}
+            "requests_measured": len(measured.request_peaks), "pid": measured.pid, "at": measured.at}
+
+
+def _request_row(cost: RequestCost | None) -> dict[str, Any] | None:
+    if cost is None:
+        return None
+    return {"size": cost.size, "mb": _round(cost.mb), "rule": cost.rule}

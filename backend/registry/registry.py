@@ -44,6 +44,7 @@ from backend.registry.measure import Meter
 from backend.registry.need import Need, headroom_mb, model_figures, need_for
 from backend.registry.peers import Peers
 from backend.registry.policy import Policy, Setting
+from backend.registry.request_cost import RequestCost
 from backend.registry.slots import Slots
 from backend.registry.spec import ModelSpec, ModelState
 
@@ -181,23 +182,38 @@ class ModelRegistry:
         return self.gate.transient(what, need_mb)
 
     # --- use -----------------------------------------------------------------------------------
-    def lease(self, name: str) -> Lease:
-        """Check a pipeline out for one request (building it if needed); the caller must release() it."""
+    def lease(self, name: str, size: float | None = None, *, sized_later: bool = False) -> Lease:
+        """Check a pipeline out for one request of `size` (building it if needed); the caller must release() it.
+
+        `size` is what the request asks (backend.registry.request_cost; None = unknown, counted as the
+        largest): room is made for its activations before it runs. `sized_later`: the size is known
+        only once the loaded model has read the request; the caller then calls Lease.admit(size)
+        before the model runs.
+        """
         handle = self._handle_or_404(name)
-        pipeline = self._ensure_loaded(handle, hold=True)
+        pipeline = self._ensure_loaded(handle, hold=True, size=size, sized_later=sized_later)
         try:
             slot = self.slots.take(handle.spec)
         except ModelBusy:
             self.lifecycle.checkin(handle, served=False)
             raise
+        if not sized_later:
+            try:
+                self._admit_request(handle, size)
+            except BaseException:
+                slot.release()
+                self.lifecycle.checkin(handle, served=False)
+                raise
         self.lifecycle.count_use(handle)
         epoch, start_rss_mb = self.meter.start_request(self.gate.building)
-        return Lease(name, pipeline, partial(self._release, handle, slot, epoch, start_rss_mb))
+        return Lease(name, pipeline, admit=partial(self._admit_request, handle),
+                     on_release=partial(self._release, handle, slot, epoch, start_rss_mb),
+                     size=size, sized=not sized_later)
 
     @contextmanager
-    def acquire(self, name: str) -> Iterator[Pipeline]:
-        """`with registry.acquire("tts") as pipe:` a model that cannot be evicted while in use."""
-        lease = self.lease(name)
+    def acquire(self, name: str, size: float | None = None) -> Iterator[Pipeline]:
+        """`with registry.acquire("tts") as pipe:` a model that cannot be evicted while in use (see lease)."""
+        lease = self.lease(name, size)
         try:
             yield lease.pipeline
         finally:
@@ -226,50 +242,83 @@ class ModelRegistry:
             raise ModelUnavailable(f"model {name!r} cannot be served: {availability.reason}; to fix: {availability.fix}",
                                    model=name, fix=availability.fix)
 
-    def _ensure_loaded(self, handle: ModelHandle, *, hold: bool) -> Pipeline:
+    def _ensure_loaded(self, handle: ModelHandle, *, hold: bool, size: float | None = None,
+                       sized_later: bool = False) -> Pipeline:
         name = handle.spec.name
         if not handle.spec.enabled:
             raise ModelDisabled(f"model {name!r} is disabled by configuration", model=name)
         self.lifecycle.ensure_sweeper()
         if handle.state is not ModelState.LOADED:
             self.require_available(name)  # nothing is evicted or built for a model that cannot be served
-        return self.lifecycle.hold_or_build(handle, hold=hold, build=self._build, join_queue=self.slots.join,
-                                            leave_queue=self.slots.leave)
+        return self.lifecycle.hold_or_build(handle, hold=hold, build=partial(self._build, size=size, sized_later=sized_later),
+                                            join_queue=self.slots.join, leave_queue=self.slots.leave)
 
-    def _release(self, handle: ModelHandle, slot: threading.Semaphore, epoch: int, start_rss_mb: float | None) -> None:
+    def _release(self, handle: ModelHandle, slot: threading.Semaphore, epoch: int, start_rss_mb: float | None,
+                 size: float | None, ran: bool) -> None:
         # Measured while the slot is still held: no other request of this model has started yet.
-        if self.meter.finish_request(handle, epoch, start_rss_mb):
+        if self.meter.finish_request(handle, epoch, start_rss_mb, size=size, ran=ran):
             self._publish_reserved()
         slot.release()
         self.lifecycle.checkin(handle, served=True)
 
     # --- cost, build ---------------------------------------------------------------------------------
-    def _need(self, handle: ModelHandle) -> Need:
-        """What admitting `handle` adds now (and the key its measured costs are shared under, set on it)."""
+    def _need(self, handle: ModelHandle, size: float | None = None, *, sized_later: bool = False) -> Need:
+        """What admitting `handle` for a request of `size` adds now (and the key its measured costs are shared
+        under, set on it)."""
         handle.key = handle.cost_key()
-        return need_for(handle.spec, handle.key, self.costs)
+        return need_for(handle.spec, handle.key, self.costs, size, sized_later=sized_later)
 
     def _figures(self) -> list[ModelFigures]:
-        return [model_figures(h, self.costs) for h in list(self.lifecycle.handles.values())]
+        return [model_figures(h) for h in list(self.lifecycle.handles.values())]
+
+    def _admit_request(self, handle: ModelHandle, size: float | None) -> None:
+        """Make room for the activations of one request of `size` to the loaded model `handle` (held by it).
+
+        Nothing to do when its admission already made room for as much (the usual case: one check,
+        no lock); else admitted like a build, with the model's own memory already in use: idle models
+        evicted, models in use waited for, or BudgetExceeded (a fresh worker asked for when that helps).
+        """
+        need = self._need(handle, size)
+        handle.last_request = need.request
+        if self._covered(handle, need):
+            return
+        with self.gate.admitted(handle.spec.name, lambda: self._need(handle, size).request.mb,
+                                wait_s=self.queue_timeout_s,
+                                fresh_need_mb=lambda: self._need(handle, size).fresh_mb) as admission:
+            need = self._need(handle, size)
+            handle.last_request = need.request
+            if self._covered(handle, need):
+                return  # another request made as much room meanwhile
+            if not admission.fits:
+                self.gate.refuse(handle, need, admission, request_only=True)
+            with self.lifecycle.lock:
+                handle.admitted = need.request
+            self._publish_reserved()
+
+    @staticmethod
+    def _covered(handle: ModelHandle, need: Need) -> bool:
+        return handle.admitted is not None and handle.admitted.mb >= need.request.mb
 
     def _publish_reserved(self) -> None:
         """Tell the other workers the head-room this one's loaded models keep."""
         loaded = self.lifecycle.loaded()
         jobs = {f"job:{name}": round(mb, 1) for name, mb in self.gate.jobs().items()}
-        self.peers.publish({**{h.spec.name: round(headroom_mb(h, self.costs), 1) for h in loaded}, **jobs})
+        self.peers.publish({**{h.spec.name: round(headroom_mb(h), 1) for h in loaded}, **jobs})
 
-    def _build(self, handle: ModelHandle, hold: bool) -> Pipeline:
-        """Admit, build and measure `handle`; it is LOADED (and held once if `hold`) before the admission locks go."""
+    def _build(self, handle: ModelHandle, hold: bool, *, size: float | None, sized_later: bool) -> Pipeline:
+        """Admit, build and measure `handle` for a request of `size`; it is LOADED (and held once if `hold`)
+        before the admission locks go."""
         name = handle.spec.name
-        with self.gate.admitted(name, lambda: self._need(handle).mb, wait_s=self.queue_timeout_s,
-                                fresh_need_mb=lambda: self._need(handle).fresh_mb) as admission:
-            need = self._need(handle)  # the figure just admitted (the locks are held)
+        need_now = partial(self._need, handle, size, sized_later=sized_later)
+        with self.gate.admitted(name, lambda: need_now().mb, wait_s=self.queue_timeout_s,
+                                fresh_need_mb=lambda: self._need(handle, size).fresh_mb) as admission:
+            need = need_now()  # the figure just admitted (the locks are held)
             if not admission.fits:
                 self.gate.refuse(handle, need, admission)
             pipeline, before_rss, after_rss = self.meter.build(handle)
             # Loaded (and in use) before the locks go: the next admission, here or in another worker,
             # must see it as a model it can wait for or evict, not as memory nobody owns.
-            self.lifecycle.mark_loaded(handle, pipeline, hold=hold)
+            self.lifecycle.mark_loaded(handle, pipeline, hold=hold, admitted=_room_left(need, handle.measured_mb))
             self._publish_reserved()
         logger.info("event=model_loaded model=%s load_s=%.2f imports_mb=%.1f rss_before_mb=%.1f rss_after_mb=%.1f "
                     "measured_mb=%.1f anon_mb=%.1f peak_load_mb=%.1f expected_mb=%.1f expected_from=%r",
@@ -315,6 +364,16 @@ class ModelRegistry:
         """Stop the sweeper and unload every idle model (tests; a worker's memory goes back when it exits)."""
         self.lifecycle.shutdown()
         self.peers.publish({})
+
+
+def _room_left(need: Need, measured_mb: float | None) -> RequestCost:
+    """What a build's admission made room for above the size it measured: its requests' activations (at least
+    the request's own figure; more when the estimate was larger than the model turned out)."""
+    left = need.model_mb - (measured_mb or 0.0)
+    if left <= need.request.mb:
+        return need.request
+    return RequestCost(left, f"what its build was admitted for ({need.model_mb:.0f} MB, {need.source}) above the "
+                             f"{measured_mb or 0.0:.0f} MB it measured", need.request.size)
 
 
 def _round(value: float | None, digits: int = 1) -> float | None:

@@ -59,6 +59,8 @@ class ModelSpec:
     #: where it runs instead of this service (animation with JOBS_BACKEND=rq: "an RQ jobs worker");
     #: "" = here. /ready then reports it servable there and judges neither its files nor its cost.
     runs_elsewhere: str = ""
+    #: what a request's size counts (backend.registry.request_cost), shown with the cost figures: "tokens", "s"
+    size_unit: str = ""
 
 
 def fixed_estimate(mb: float) -> Callable[[], Estimate]:

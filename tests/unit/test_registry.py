@@ -199,10 +199,14 @@ def test_a_request_peak_is_measured_and_kept_free_for_the_next_request(registry_
     row = next(r for r in registry.snapshot() if r["name"] == "tts")
     assert 110 <= row["request_peak_mb"] <= 140, row  # the activations, measured on real RSS
     assert row["cost_mb"] >= 30 + 110
-    # 30 resident + 60 would fit the 200 MB free, but not with tts's 120 MB of activations: the
-    # idle tts is evicted rather than leaving its next request to push the worker over budget.
+    # Its build made room for the estimate's activations (none), so 60 MB more fits beside the idle
+    # tts; its next request makes room for the 120 MB measured first: the idle model is evicted
+    # rather than letting that request push the worker over budget.
     registry.load("other")
-    assert registry.state("tts") is ModelState.NOT_LOADED
+    assert registry.state("tts") is ModelState.LOADED
+    with registry.acquire("tts") as pipe:
+        assert registry.state("other") is ModelState.NOT_LOADED
+        pipe(None)
 
 
 def test_a_model_bigger_than_the_budget_is_refused_without_evicting_others(registry_factory):

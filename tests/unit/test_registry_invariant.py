@@ -42,6 +42,7 @@ MASTER_MB, BOOT_MB = 30.0, 58.0  # a fresh service holds 88 MB, as in the issue
 MASTER_PID = -1  # pss_mb() of anything but this process is the master's
 RETAINED_FRACTION = 0.3  # of a model's memory the allocator keeps after it is unloaded
 TEXTS = ("short", "long", "numeric")
+SIZES = {"short": 12.0, "long": 100.0, "numeric": 100.0}  # what each asks: tokens of its longest piece
 RUNTIMES_MB = {"onnx": 40.0, "ct2": 25.0}  # importing a runtime; it stays imported until the worker goes
 
 
@@ -216,7 +217,7 @@ def simulated_readings(process: Callable[[], Process]) -> dict[str, Any]:
 
 
 def request(world: World, name: str, kind: str, *, disconnect: bool = False) -> str:
-    with world.registry.acquire(name) as pipe:
+    with world.registry.acquire(name, size=SIZES[kind]) as pipe:
         result = pipe.run(kind)
         if disconnect:
             raise ClientGone()

@@ -37,6 +37,10 @@ class OperatorModel(BaseModel):
     measured_mb: float | None
     cost_mb: float
     cost_source: str
+    request_mb: float | None = Field(None, description="the activations admission kept room for, for the last request's size")
+    request_size: float | None = Field(None, description="the last request's size: TTS tokens of its longest piece, "
+                                                         "analysis seconds capped by the window; null = unknown")
+    request_rule: str | None = Field(None, description="where request_mb came from (backend/registry/request_cost.py)")
     use_count: int
     last_used: float | None
     provisioning: dict | None = Field(None, description="while provisioned beside the server: stage, percent, ...")

@@ -74,6 +74,11 @@ class SpeechFeatures:
     format: str
     words: list[str] | None = None  # with timing: the spoken words, WordSpan.word indexes them
 
+    @property
+    def longest_piece_tokens(self) -> int:
+        """Token ids of the longest piece: what one model call's activations grow with (the request's size)."""
+        return max((len(item.token_ids) for item in self.plan if isinstance(item, TokenPiece)), default=0)
+
 
 @dataclass(frozen=True)
 class SpokenWord:
