@@ -57,10 +57,12 @@ def main(argv: list[str]) -> int:
     if not (argv[:1] == ["models"] and len(argv) <= 2 or argv[:1] == ["images"] and len(argv) == 2):
         print(__doc__, file=sys.stderr)
         return 2
-    if argv[0] == "models":
+    if argv[0] == "models" and len(argv) == 2:  # a folder given: no settings read (the image's build has none)
+        paths = fetch_face_models(argv[1])
+    elif argv[0] == "models":
         from config import load_settings
 
-        paths = fetch_face_models(argv[1] if len(argv) == 2 else load_settings().face_model_root)
+        paths = fetch_face_models(load_settings().face_model_root)
     else:
         paths = fetch_test_images(argv[1])
     for path in paths:
