@@ -27,13 +27,18 @@ _MB = 1024 * 1024
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
+def in_image() -> bool:
+    """Inside the Docker image: it holds the server only (no scripts/, no .venv), so a fix cannot name them."""
+    return not (PROJECT_ROOT / "scripts" / "fetch_models.py").is_file()
+
+
 def fetch_command(model: str) -> str:
     """The one command that provisions a model on a machine that reaches the Hugging Face hub.
 
-    Inside an image (the Dockerfile copies the server only: no scripts/, no .venv) the fix is a
-    rebuild where the model can be had, or a provisioned models folder mounted at MODEL_DIR.
+    Inside an image the fix is a rebuild where the model can be had, or a provisioned models folder
+    mounted at MODEL_DIR.
     """
-    if not (PROJECT_ROOT / "scripts" / "fetch_models.py").is_file():
+    if in_image():
         return (f"rebuild the image where {model} can be fetched (`scripts/build_image.sh lean` in a checkout; "
                 f"`--build-arg STRICT_MODELS=1` makes a missing model fail the build), or mount a volume holding a "
                 f"provisioned models folder (`scripts/fetch_models.py --models {model}` run in a checkout) at MODEL_DIR")
@@ -74,7 +79,11 @@ def runtime_missing(modules: Iterable[str]) -> Availability | None:
     absent = sorted({m.partition(".")[0] for m in modules if importlib.util.find_spec(m.partition(".")[0]) is None})
     if not absent:
         return None
-    fix = "`./scripts/setup.sh full` (the torch install)" if "torch" in absent else "`./scripts/setup.sh lean`"
+    if in_image():
+        fix = ("the full image: `scripts/build_image.sh full` in a checkout (render.yaml's worker builds it with "
+               "IMAGE=full)") if "torch" in absent else "rebuild the image (`scripts/build_image.sh` in a checkout)"
+    else:
+        fix = "`./scripts/setup.sh full` (the torch install)" if "torch" in absent else "`./scripts/setup.sh lean`"
     return Availability.missing(f"{', '.join(absent)} not installed", fix)
 
 

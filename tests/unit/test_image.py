@@ -60,3 +60,20 @@ def test_strict_mode_passes_when_every_model_is_in_place(fetch, tmp_path):
 def test_unknown_model_is_refused(tmp_path):
     with pytest.raises(SystemExit):
         image_models.main(["--models", "animation", "--out", str(tmp_path)])
+
+
+def test_missing_packages_and_face_models_inside_the_image_name_the_image(tmp_path, monkeypatch, make_settings):
+    from backend.pipelines.animation.pipeline import face_models_missing
+
+    def fix_without(module: str) -> str:
+        with monkeypatch.context() as absent:  # the package not installed (the lean image has no torch)
+            absent.setattr(base.importlib.util, "find_spec", lambda name: None)
+            return base.runtime_missing([module]).fix
+
+    assert "setup.sh full" in fix_without("torch")  # a checkout: its installer
+    monkeypatch.setattr(base, "PROJECT_ROOT", tmp_path)  # the image
+    torch = fix_without("torch")
+    assert "scripts/build_image.sh full" in torch and "IMAGE=full" in torch and "setup.sh" not in torch
+    assert "rebuild the image" in fix_without("onnxruntime")
+    face = face_models_missing(make_settings(face_model_dir=tmp_path / "no-faces")).fix
+    assert ".venv" not in face and "full image" in face and "FACE_MODEL_DIR" in face

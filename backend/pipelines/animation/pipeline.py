@@ -42,7 +42,7 @@ from backend.pipelines.animation import audio as audio_features
 from backend.pipelines.animation import checkpoint_files
 from backend.pipelines.animation.face import (PREPROCESS_MODES, FaceLandmarker, NoFaceFound, SourceImage,
                                               prepare_source, recon_input)
-from backend.pipelines.base import Availability, Pipeline, files_identity, files_mb
+from backend.pipelines.base import Availability, Pipeline, files_identity, files_mb, in_image
 
 logger = logging.getLogger(__name__)
 
@@ -199,8 +199,10 @@ def face_models_missing(settings: Any) -> Availability | None:
     missing = FaceLandmarker.missing_files(folder)
     if not missing:
         return None
-    return Availability.missing(f"face model files missing in {folder}: {', '.join(missing)}",
-                                "`.venv/bin/python -m scripts.fetch_face_assets models` (or set FACE_MODEL_DIR)")
+    fix = ("the full image has them (`scripts/build_image.sh full`), or mount a folder holding them at "
+           "FACE_MODEL_DIR" if in_image() else "`.venv/bin/python -m scripts.fetch_face_assets models` "
+           "(or set FACE_MODEL_DIR)")
+    return Availability.missing(f"face model files missing in {folder}: {', '.join(missing)}", fix)
 
 
 class AnimationPipeline(Pipeline):
