@@ -149,14 +149,19 @@ class CostBook:
         self._ignored_stamp: tuple[int, int] | None = None  # the broken file already warned about
 
     def get(self, key: str) -> MeasuredCost | None:
-        """What anyone measured for `key`: the larger build figures, and the newer request window."""
+        """What anyone measured for `key`: the larger build figures, and the shared file's request window
+        (every worker's requests, this one's included), or this process's own where the file cannot be written."""
         with self._lock:
             shared, local = self._read().get(key), self._local.get(key)
+            written = not self._unwritable_logged
         if shared is None or local is None:
             return shared or local
-        newer, older = (local, shared) if local.at >= shared.at else (shared, local)
-        combined = {name: _larger(getattr(newer, name), getattr(older, name)) for name in _FIGURES}
-        return MeasuredCost(**combined, request_peaks=newer.request_peaks, request_sizes=newer.request_sizes,
+        # A build measured here after a restart starts a local record with an empty window: it must not
+        # hide the requests the file kept (they are what admission learns from).
+        window = shared if written or shared.at > local.at else local
+        newer = local if local.at >= shared.at else shared
+        combined = {name: _larger(getattr(local, name), getattr(shared, name)) for name in _FIGURES}
+        return MeasuredCost(**combined, request_peaks=window.request_peaks, request_sizes=window.request_sizes,
                             pid=newer.pid, at=newer.at)
 
     def measured_here(self, key: str) -> bool:

@@ -78,6 +78,15 @@ def test_sizes_are_kept_with_their_peaks_and_the_format_before_sizes_still_reads
     assert CostBook(tmp_path).get("k").samples == [(None, 5.0), (None, 6.0)]  # unknown sizes: the largest bucket
 
 
+def test_a_build_measured_after_a_restart_does_not_hide_the_requests_the_file_kept(tmp_path) -> None:
+    for size, peak in MEASURED:
+        CostBook(tmp_path).record("tts", request_peak_mb=peak, request_size=size)
+    restarted = CostBook(tmp_path)
+    restarted.record("tts", measured_mb=140.0, peak_load_mb=170.0)  # its own build, no request yet
+    assert restarted.get("tts").samples == MEASURED and restarted.get("tts").measured_mb == 140.0
+    assert request_cost(restarted.get("tts").samples, SHORT, ALLOWANCE_MB).mb == 38.0
+
+
 @pytest.mark.parametrize("sizes", [[1.0], ["x", 1.0], [-1.0, 2.0]], ids=["too-few", "not-a-number", "negative"])
 def test_a_cost_file_with_broken_sizes_is_ignored_with_one_warning(tmp_path, caplog, sizes) -> None:
     (tmp_path / "costs.json").write_text(json.dumps({"k": {"request_peaks": [5.0, 6.0], "request_sizes": sizes}}))
