@@ -126,3 +126,15 @@ def test_a_dead_workers_job_fails_by_itself_after_the_heartbeat_expires(rq_jobs,
     os.kill(horse, signal.SIGKILL)
     failed = wait_state(rq_jobs, record.id, "failed")
     assert failed.error["message"] == LOST_WORKER
+
+
+def test_sigterm_lets_the_running_job_finish_then_the_worker_exits(rq_jobs, tmp_path):
+    """What a deploy does to the worker (render.yaml's maxShutdownDelaySeconds is the time it gets)."""
+    gate = tmp_path / "gate-rq"
+    record = submit(rq_jobs, gate=str(gate))
+    wait_state(rq_jobs, record.id, "running")
+    rq_jobs.worker.proc.send_signal(signal.SIGTERM)
+    gate.touch()
+    done = wait_state(rq_jobs, record.id, "done", "failed", "cancelled")
+    assert done.state == "done", (done.error, rq_jobs.worker.output())
+    assert rq_jobs.worker.proc.wait(timeout=WAIT_S) == 0
