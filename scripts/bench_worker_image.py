@@ -216,8 +216,13 @@ def main() -> int:
         if not ok:
             row["worker_log_tail"] = logs(worker)[-3000:]
     finally:
-        for box in boxes:
-            subprocess.run(["podman", "rm", "-f", box.cid], capture_output=True)
+        for box in boxes:  # podman may be busy with another build's storage lock: retry, then say so
+            for _ in range(3):
+                if subprocess.run(["podman", "rm", "-f", box.cid], capture_output=True).returncode == 0:
+                    break
+                time.sleep(5)
+            else:
+                print(f"could not remove container {box.cid}: `podman rm -f {box.cid}`", file=sys.stderr)
         redis.terminate()
         redis.wait(timeout=10)
         print(json.dumps(row), flush=True)
