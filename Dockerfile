@@ -37,8 +37,11 @@ RUN pip install ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} torch==2.13.0
 # --- export: the models provisioned, exported to ONNX (int8 where parity allows) and verified ------
 # espeak-ng speaks the clips provisioning checks whisper's int8 export on. A model whose weights
 # cannot be had here is left out with a warning (scripts/image_models.py); STRICT_MODELS=1 fails.
-# The optimised ONNX graphs are saved next to each model, so the server loads them instead of
-# optimising at every start (backend/pipelines/onnx_session.py).
+# Provisioning works in a build cache (MODEL_DIR=/cache/models, kept between builds; `buildah prune`
+# or `docker builder prune` empties it): a rebuild after a code change finds the voices and
+# whisper-base's conversion (most of a cold build) in place. /app/serve-models receives only what
+# the lean server reads, each model replaced by its optimised graph (Kokoro's timed), so the server
+# neither writes nor optimises a graph at start.
 FROM build-full AS export
 ARG MODELS=
 ARG STRICT_MODELS=0
@@ -46,22 +49,28 @@ ARG NPM_REGISTRY=
 # npm only when no NPM_REGISTRY is given: `npm pack` then fetches the voices with npm's defaults.
 RUN apt-get update && apt-get install -y --no-install-recommends espeak-ng $([ -n "$NPM_REGISTRY" ] || echo npm) \
  && rm -rf /var/lib/apt/lists/*
-ENV MODEL_DIR=/app/models
+ENV MODEL_DIR=/cache/models
 COPY pyproject.toml config.py ./
 COPY backend ./backend
 COPY scripts ./scripts
-RUN pip install --no-deps -e . \
+RUN --mount=type=cache,target=/cache/models,id=speech-api-models \
+    pip install --no-deps -e . \
  && python -m scripts.image_models --models "$MODELS" --strict "$STRICT_MODELS" --out /app/serve-models
 
 # --- build-lean: no torch, no transformers --------------------------------------------------------
 # The check fails the build if anything in the lean install pulled torch or transformers. The
 # packages' own test suites and pip itself are left out of the image (the server needs neither);
 # their compiled bytecode stays: compiling at every start would cost a 0.1 CPU box seconds.
+# phonemizer's `segments` backend is left out with what only it pulls (csvw, babel, rdflib, jsonschema:
+# ~50 MB): espeak never uses it, and the G2P gives phonemizer a stand-in for it (g2p.py), which also
+# saves ~0.45 CPU-s of imports at every start. The lean stage checks that the G2P still speaks.
 FROM base AS build-lean
 RUN python -m venv /opt/venv
 COPY requirements-lean.txt ./
 RUN pip install -r requirements-lean.txt \
  && ! pip show torch transformers 2>/dev/null | grep -q '^Name:' \
+ && pip uninstall -q -y segments csvw babel rdflib pyparsing isodate language-tags rfc3986 uritemplate termcolor \
+      jsonschema jsonschema-specifications referencing rpds-py \
  && find /opt/venv/lib -type d -name tests -path '*/site-packages/*/tests' -prune -exec rm -rf {} + \
  && python -m pip uninstall -q -y pip setuptools
 
@@ -92,16 +101,19 @@ STOPSIGNAL SIGTERM
 CMD ["sh", "-c", "exec gunicorn -c gunicorn_config.py backend.wsgi:app"]
 
 # --- lean (default): the 512 MB image -------------------------------------------------------------
-# Only what the lean server reads: the ONNX exports (with their saved optimised graphs; Kokoro
-# with its 54 voices), or the assembled packaged Kokoro model when the voices could not be had;
-# not the converted checkpoints or speech clips provisioning used.
+# Only what the lean server reads: the ONNX exports, each one optimised graph (Kokoro's timed, with
+# its 54 voices), or the assembled packaged Kokoro model when the voices could not be had; not the
+# converted checkpoints or speech clips provisioning used. The G2P check proves English speaks
+# without phonemizer's segments backend (build-lean).
 FROM base AS lean
 RUN useradd --create-home --uid 10001 app
 COPY --from=lean-venv /opt/venv /opt/venv
 COPY --from=export --chown=app:app /app/serve-models /app/models
 COPY --chown=app:app config.py gunicorn_config.py ./
 COPY --chown=app:app backend ./backend
-RUN python -m compileall -q /app/backend /app/config.py /app/gunicorn_config.py
+RUN python -m compileall -q /app/backend /app/config.py /app/gunicorn_config.py \
+ && python -c "from backend.pipelines.tts.g2p import Phonemizer; from config import load_settings; \
+assert Phonemizer(load_settings())('Hello.')"
 USER app
 ENV PORT=8080 BACKEND=onnx MODEL_DIR=/app/models
 EXPOSE 8080

@@ -1,107 +1,147 @@
-"""Start-up cost: each model's build in CPU-seconds, with and without its saved optimised graph.
+"""Start-up cost: the CPU-seconds from a process's start to its first English speech, by stage, per model layout.
 
-    .venv/bin/python scripts/bench_startup.py                     # the packaged Kokoro + every export in ONNX_DIR
-    .venv/bin/python scripts/bench_startup.py --repeat 3 --threads 1
+    .venv/bin/python scripts/bench_startup.py --model-dir /path/to/an/image/models      # one layout
+    .venv/bin/python scripts/bench_startup.py --model-dir A --model-dir B --repeat 3     # interleaved
 
-For each ONNX model (the assembled packaged Kokoro int8, and each ONNX_DIR/<family>/model*.onnx),
-one fresh process per variant and repeat, its CPU time (user + system, every thread) measured
-around the session build only:
-- `original`: the model file optimised at load (ORT_ENABLE_ALL), as every start did before;
-- `saved`: its saved optimised graph (save_optimized_graph: extended level, at provisioning or
-  image build) loaded with the layout level on top, as make_session now does;
-- `save`: what saving costs once, at build time.
-Then the whole TTS pipeline's load (G2P, session, voices, warm-up run) on both, and the audio of
-one sentence from both sessions compared sample for sample. Prints a markdown table.
+Each run is one fresh Python process doing what a lean worker does from its start to its first
+answer, through the app's own code (no Gunicorn, no HTTP socket): import and build the app
+(backend.wsgi), build TTS through the registry exactly as the background warm-up does
+(registry.load("tts"): the G2P, the timed graph, the ONNX session, the voices, the warm-up run), then
+one English sentence through POST /v1/audio/speech (Flask's test client, voice alloy, wav). CPU time is
+the process's user + system, every thread (getrusage), read between stages; "python" is the
+interpreter's own start before the first line. Sub-stages of the build are timed by wrapping
+the functions that do them. A MODEL_DIR that is written to (a timed copy made at first load)
+is copied to a temporary folder first, so every repeat starts from the same files.
+
+--hide LABEL:MODULE makes MODULE look uninstalled in that layout's child (as in the lean image:
+`segments`); --no-warm-up LABEL skips the pipeline's warm-up run at load in that layout's child.
+A layout may be named twice under different labels (LABEL=PATH).
+Layouts are run interleaved (A, B, A, B, ...) and medians reported; the load of a shared machine
+moves wall time, not these CPU-seconds (much).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+SENTENCE = "Hello, this is the first sentence a new user hears."  # bench_shapes.py's first English speech
 
 CHILD = r"""
-import json, os, resource, sys, time
-from pathlib import Path
-sys.path.insert(0, {root!r})
-from config import build_settings
-from backend.pipelines import onnx_session
-variant, model = {variant!r}, Path({model!r})
-settings = build_settings(inference_threads={threads})
-import onnxruntime, numpy  # imports are not the build
+import resource, sys, time
 def cpu():
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
-if variant == "save":
-    start = cpu(); onnx_session.save_optimized_graph(model, settings); took = cpu() - start
-elif variant in ("original", "saved"):
-    if variant == "original":
-        onnx_session.saved_graph = lambda path: None
-    start = cpu(); onnx_session.make_session(model, settings); took = cpu() - start
-else:  # tts-original / tts-saved: the whole pipeline's load, then one sentence
-    if variant == "tts-original":
-        onnx_session.saved_graph = lambda path: None
-    from backend.pipelines.tts.kokoro_onnx import KokoroOnnxPipeline
-    pipe = KokoroOnnxPipeline(settings)
-    start = cpu(); pipe.load(); took = cpu() - start
-    import numpy as np
-    ids = [int(i) for i in range(16, 60)]
-    audio = pipe._synthesize(ids, np.asarray(pipe._npz[pipe._npz.files[0]][len(ids)]), 1.0)
-    np.save({out!r}, audio)
-print(json.dumps({{"cpu_s": took}}))
+marks = [("python", cpu())]
+hidden = {hide!r}
+if hidden:  # as if not installed: the path finder does not find them
+    from importlib.machinery import PathFinder
+    _find = PathFinder.find_spec
+    PathFinder.find_spec = classmethod(lambda cls, name, path=None, target=None:
+                                       None if name.split(".")[0] in hidden else _find(name, path, target))
+sys.path.insert(0, {root!r})
+from backend.wsgi import app
+marks.append(("app (imports, create_app)", cpu()))
+from backend.pipelines import onnx_session
+from backend.pipelines.tts import kokoro_onnx, g2p, pipeline
+spent = {{}}
+def timed(owner, name, label):
+    original = getattr(owner, name)
+    def wrapper(*args, **kwargs):
+        start = cpu()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            spent[label] = spent.get(label, 0.0) + cpu() - start
+    setattr(owner, name, wrapper)
+timed(g2p.Phonemizer, "prepare", "G2P")
+timed(kokoro_onnx, "timed_model", "timed graph")
+timed(kokoro_onnx, "make_session", "ONNX session")
+if {no_warm_up!r}:
+    pipeline.KokoroPipeline.warm_up = lambda self: None
+timed(pipeline.KokoroPipeline, "warm_up", "warm-up run")
+from backend.registry import get_registry
+get_registry(app).load("tts")
+marks.append(("TTS build", cpu()))
+response = app.test_client().post("/v1/audio/speech", headers={{"x-api-key": "bench"}},
+    json={{"model": "tts-1", "input": {sentence!r}, "voice": "alloy", "response_format": "wav"}})
+body = response.get_data()
+assert response.status_code == 200, body[:300]
+marks.append(("first sentence", cpu()))
+again = app.test_client().post("/v1/audio/speech", headers={{"x-api-key": "bench"}},
+    json={{"model": "tts-1", "input": {sentence!r}, "voice": "alloy", "response_format": "wav"}}).get_data()
+marks.append(("(the same sentence again: not in the total)", cpu()))
+import json
+print(json.dumps({{"marks": marks, "build": spent, "audio_s": (len(body) - 44) / 48000,
+                  "voice": response.headers.get("X-Voice")}}))
 """
 
 
-def run(variant: str, model: Path, threads: int, out: Path) -> float:
-    code = CHILD.format(root=str(ROOT), variant=variant, model=str(model), threads=threads, out=str(out))
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+def run(model_dir: Path, hide: list[str], threads: int, no_warm_up: bool = False) -> dict:
+    with tempfile.TemporaryDirectory(prefix="bench-startup-") as tmp:
+        work = Path(tmp) / "models"
+        shutil.copytree(model_dir, work, symlinks=True)
+        env = {"MODEL_DIR": str(work), "STATE_DIR": str(Path(tmp) / "state"), "INFERENCE_THREADS": str(threads),
+               "API_KEYS": "bench", "WARM_MODELS": "", "LOG_LEVEL": "WARNING", "BACKEND": "onnx",
+               "PATH": "/usr/bin:/bin", "HOME": tmp}
+        code = CHILD.format(root=str(ROOT), hide=hide, sentence=SENTENCE, no_warm_up=no_warm_up)
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp, env=env)
     if result.returncode != 0:
-        raise RuntimeError(f"{variant} {model}: {result.stderr[-2000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])["cpu_s"]
-
-
-def models(settings) -> list[Path]:
-    from backend.pipelines.tts.kokoro_onnx import assemble_packaged_model, packaged_data
-
-    found = sorted(p for p in settings.onnx_root.glob("*/model*.onnx") if not p.name.endswith(".opt.onnx"))
-    if packaged_data() is not None:
-        found.append(assemble_packaged_model(settings.model_dir / "kokoro-packaged"))
-    return found
+        raise RuntimeError(f"{model_dir}: {result.stderr[-3000:]}")
+    facts = json.loads(result.stdout.strip().splitlines()[-1])
+    stages, last = {}, 0.0
+    for name, at in facts["marks"]:
+        stages[name], last = at - last, at
+    again = stages.pop("(the same sentence again: not in the total)")
+    stages["total"] = facts["marks"][-2][1]
+    stages["(the same sentence again, model loaded)"] = again
+    return {"stages": stages, "build": facts["build"], "audio_s": facts["audio_s"], "voice": facts["voice"]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-dir", type=Path, action="append", required=True,
+                        help="a MODEL_DIR layout (repeat the option to compare; LABEL=PATH to name it)")
+    parser.add_argument("--hide", action="append", default=[], help="LABEL:MODULE: that layout's child without MODULE")
+    parser.add_argument("--no-warm-up", action="append", default=[], metavar="LABEL",
+                        help="that layout's child skips the pipeline's warm-up run at load")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    from config import build_settings
-
-    settings = build_settings()
-    tmp = ROOT / "reports" / "startup"
-    tmp.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for model in models(settings):
-        save = run("save", model, args.threads, tmp / "unused.npy")
-        original = [run("original", model, args.threads, tmp / "unused.npy") for _ in range(args.repeat)]
-        saved = [run("saved", model, args.threads, tmp / "unused.npy") for _ in range(args.repeat)]
-        rows.append((str(model.relative_to(settings.model_dir)), statistics.median(original), statistics.median(saved), save))
-    print(f"threads={args.threads}, median of {args.repeat} fresh processes, CPU-s of the session build only\n")
-    print("| model | optimised at load (before) | saved graph loaded (after) | saved / before | saving it once (build) |")
-    print("|---|---|---|---|---|")
-    for name, before, after, save in rows:
-        print(f"| {name} | {before:.2f} | {after:.2f} | {after / before:.2f} | {save:.2f} |")
-    import numpy as np
-
-    tts = [(run("tts-original", Path(), args.threads, tmp / "original.npy"), run("tts-saved", Path(), args.threads, tmp / "saved.npy"))
-           for _ in range(args.repeat)]
-    a, b = np.load(tmp / "original.npy"), np.load(tmp / "saved.npy")
-    print(f"\nTTS pipeline load (G2P, session, voices, warm-up run), CPU-s: before {statistics.median(t[0] for t in tts):.2f}, "
-          f"after {statistics.median(t[1] for t in tts):.2f}; audio of one 44-token piece identical: "
-          f"{a.shape == b.shape and bool(np.array_equal(a, b))} (max |diff| {float(np.max(np.abs(a - b))) if a.shape == b.shape else 'shape'})")
+    layouts = []
+    for item in args.model_dir:
+        label, _, path = str(item).rpartition("=")
+        layouts.append((label or Path(path).name, Path(path)))
+    hides = {}
+    for item in args.hide:
+        label, _, module = item.partition(":")
+        hides.setdefault(label, []).append(module)
+    runs: dict[str, list[dict]] = {label: [] for label, _ in layouts}
+    for _ in range(args.repeat):
+        for label, path in layouts:
+            runs[label].append(run(path, hides.get(label, []), args.threads, label in args.no_warm_up))
+            print(json.dumps({label: runs[label][-1]}), file=sys.stderr, flush=True)
+    stage_names = list(runs[layouts[0][0]][0]["stages"])
+    build_names = ["G2P", "timed graph", "ONNX session", "warm-up run"]
+    print(f"\nCPU-s from process start, median of {args.repeat} fresh processes each, INFERENCE_THREADS={args.threads}; "
+          f"first sentence: {SENTENCE!r}\n")
+    print("| stage | " + " | ".join(label for label, _ in layouts) + " |")
+    print("|---|" + "---|" * len(layouts))
+    for name in stage_names:
+        print(f"| {name} | " + " | ".join(f"{statistics.median(r['stages'][name] for r in runs[label]):.2f}"
+                                        for label, _ in layouts) + " |")
+        if name == "TTS build":
+            for sub in build_names:
+                print(f"| &nbsp; of which {sub} | " + " | ".join(
+                    f"{statistics.median(r['build'].get(sub, 0.0) for r in runs[label]):.2f}" for label, _ in layouts) + " |")
+    print("| audio of the sentence, s (voice) | " + " | ".join(
+        f"{runs[label][0]['audio_s']:.2f} ({runs[label][0]['voice']})" for label, _ in layouts) + " |")
 
 
 if __name__ == "__main__":

@@ -9,8 +9,9 @@ built server's /ready names it with its fix, and the build goes on. With --stric
 missing model fails the build (exit 1), for operators who want every model or no image.
 
 Then OUT receives only what the lean server reads (MODEL_DIR of the lean image): each ONNX export
-folder, the packaged Kokoro model assembled once, and each model's saved optimised graph
-(backend/pipelines/onnx_session.py), so the server neither assembles nor optimises at start.
+folder, or the packaged Kokoro model assembled once, each model file replaced by its optimised
+graph (Kokoro's with its token durations as a second output), so the server neither assembles,
+writes a timed copy nor optimises from scratch at start (gather()).
 """
 from __future__ import annotations
 
@@ -54,29 +55,49 @@ def provision(models: list[str]) -> list[str]:
     return [name for name in models if fetch_models.main(["--models", name]) != 0]
 
 
-def gather(out: Path) -> list[Path]:
-    """Copy the ONNX exports and the assembled packaged Kokoro model into OUT; the model files copied."""
+def optimise_in_place(model: Path, settings) -> None:
+    """Replace a model file by its optimised graph (ONNX Runtime's portable level, as onnx_session saves it).
+
+    In an image the ONNX Runtime that loads the model is the one that optimised it (pinned in
+    requirements-lean.txt), so one file does for both: the server loads it with the layout transforms
+    for its own CPU on top, at the saved graph's cost (docs/BENCHMARKS.md "Start-up cost"), and the
+    image holds one copy of the weights instead of two (88 MB for Kokoro, 47 for whisper-base).
+    The audio is the same, sample for sample.
+    """
     from backend.pipelines.onnx_session import save_optimized_graph
+
+    saved = save_optimized_graph(model, settings)
+    saved.replace(model)
+    saved.with_suffix(".json").unlink(missing_ok=True)
+
+
+def gather(out: Path) -> list[Path]:
+    """Copy what the lean server reads into OUT, one optimised file per model; the model files.
+
+    ONNX_DIR's export folders (not their conversion leftovers), else the packaged Kokoro model
+    assembled once (the server would otherwise write 92 MB and hash it at its first TTS request).
+    Kokoro's file is its timed graph (token durations as a second output: captions), which the
+    server then loads as it is instead of writing a copy at its first load (timed_graph.py).
+    """
     from backend.pipelines.tts.kokoro_onnx import assemble_packaged_model, export_folder, packaged_data
-    from backend.pipelines.tts.timed_graph import timed_model
+    from backend.pipelines.tts.timed_graph import duration_output, write_timed
 
     settings = build_settings()
     out.mkdir(parents=True, exist_ok=True)
     models: list[Path] = []
     if settings.onnx_root.is_dir():
-        shutil.copytree(settings.onnx_root, out / "onnx", dirs_exist_ok=True)
+        shutil.copytree(settings.onnx_root, out / "onnx", dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("*.opt.onnx", "*.opt.json", "*.timed.onnx", "*.tmp"))
         models += sorted((out / "onnx").glob("*/model*.onnx"))
     if export_folder(settings) is None and packaged_data() is not None:
-        # The server would otherwise write 92 MB and hash it at its first TTS request.
         models.append(assemble_packaged_model(out / "kokoro-packaged"))
-    # Kokoro with its token durations as a second output (captions), beside it: what the server loads.
-    for path in [p for p in models if p.parent.name.startswith("kokoro")]:
-        timed, _ = timed_model(path, path.parent)
-        if timed not in models:
-            models.append(timed)
-    for path in [p for p in models if not p.name.endswith(".opt.onnx")]:
-        saved = save_optimized_graph(path, settings)
-        print(f"saved the optimised graph of {path.relative_to(out)} as {saved.name}", flush=True)
+    for path in models:
+        tensor, present = duration_output(path) if path.parent.name.startswith("kokoro") else (None, False)
+        if tensor is not None and not present:
+            write_timed(path, path, tensor)
+        optimise_in_place(path, settings)
+        print(f"{path.relative_to(out)}: optimised{' timed' if tensor else ''} graph, "
+              f"{path.stat().st_size / 2**20:.0f} MiB", flush=True)
     # The lean stage reads this: with the Kokoro export in place, the packaged model's wheels
     # (92 MB) are left out of its virtualenv.
     facts = {"kokoro_export": export_folder(settings) is not None, "models": [str(p.relative_to(out)) for p in models]}

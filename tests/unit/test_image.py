@@ -77,3 +77,54 @@ def test_missing_packages_and_face_models_inside_the_image_name_the_image(tmp_pa
     assert "rebuild the image" in fix_without("onnxruntime")
     face = face_models_missing(make_settings(face_model_dir=tmp_path / "no-faces")).fix
     assert ".venv" not in face and "full image" in face and "FACE_MODEL_DIR" in face
+
+
+def test_the_image_holds_one_optimised_file_per_model_kokoro_timed(tmp_path, monkeypatch):
+    """gather(): each model file replaced by its optimised graph (Kokoro's with its durations as an output, which
+    the server then loads as it is); the audio unchanged; no second copy (saved graph, timed copy) beside it."""
+    np = pytest.importorskip("numpy")
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from tests.unit.test_tts_timed_graph import tiny_duration_model
+
+    from backend.pipelines.tts.timed_graph import DURATIONS_NAME, duration_output, timed_model
+
+    kokoro = tmp_path / "models" / "onnx" / "kokoro"
+    kokoro.mkdir(parents=True)
+    source = tiny_duration_model(kokoro / "model.int8.onnx")
+    (kokoro / "config.json").write_text('{"vocab": {}}', encoding="utf-8")
+    np.savez(kokoro / "voices.npz", af_alloy=np.zeros((510, 1, 256), dtype=np.float32))
+    (kokoro / "model.int8.ort-0.0.opt.onnx").write_bytes(b"a leftover saved graph")
+    feeds = {"x": np.array([[0.2, 0.9, 1.4, 2.6]], dtype=np.float32), "speed": np.array([2.0], dtype=np.float32)}
+    before = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    monkeypatch.setenv("MODEL_DIR", str(tmp_path / "models"))
+    monkeypatch.delenv("ONNX_DIR", raising=False)
+
+    out = tmp_path / "serve-models"
+    image_models.gather(out)
+    served = out / "onnx" / "kokoro" / "model.int8.onnx"
+    assert sorted(p.name for p in served.parent.iterdir()) == ["config.json", "model.int8.onnx", "voices.npz"]
+    assert duration_output(served) == (DURATIONS_NAME, True)
+    assert timed_model(served, tmp_path / "unwritten") == (served, DURATIONS_NAME)  # loaded as it is, nothing written
+    audio, durations = ort.InferenceSession(str(served), providers=["CPUExecutionProvider"]).run(None, feeds)
+    assert np.array_equal(before, audio) and durations.tolist() == [[1.0, 1.0, 2.0, 4.0]]
+    assert '"kokoro_export": true' in (out / image_models.IMAGE_FACTS).read_text(encoding="utf-8")
+
+
+def test_the_g2p_speaks_without_phonemizers_segments_backend(tmp_path):
+    """The lean image leaves `segments` (and csvw, babel, rdflib) out: English still phonemises."""
+    import subprocess
+    import sys
+
+    code = ("from importlib.machinery import PathFinder\n"
+            "find = PathFinder.find_spec\n"
+            "PathFinder.find_spec = classmethod(lambda cls, name, path=None, target=None:"
+            " None if name.split('.')[0] in ('segments', 'csvw', 'babel') else find(name, path, target))\n"
+            "from backend.pipelines.tts.g2p import Phonemizer\n"
+            "from config import build_settings\n"
+            "import sys\n"
+            "print(Phonemizer(build_settings(kokoro_g2p='espeak'))('Hello.'))\n"
+            "assert 'csvw' not in sys.modules and 'babel' not in sys.modules\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=base.PROJECT_ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "həlˈO" in result.stdout

@@ -16,7 +16,9 @@ only when a G2P is built.
 from __future__ import annotations
 
 import importlib.util
+import sys
 import threading
+import types
 import unicodedata
 import warnings
 from collections.abc import Callable
@@ -149,6 +151,27 @@ MISAKI_NEEDS_SPACY_MODEL = (
     "KOKORO_G2P=misaki needs the spaCy English model en_core_web_sm, which is not installed; install it "
     "(pip install en_core_web_sm from a wheel you trust, e.g. https://github.com/explosion/spacy-models/releases) "
     "or set KOKORO_G2P=espeak")
+
+
+def _stand_in_for_segments() -> None:
+    """An empty `segments` module when that package is not installed (the lean image leaves it out).
+
+    misaki's espeak G2P imports phonemizer, whose package imports all its backends, among them the
+    `segments` one (segments -> csvw -> babel, rdflib, jsonschema: ~50 MB installed and ~0.45 CPU-s of
+    imports, more than the rest of the G2P's). Only that backend ever touches the module, and only
+    when it is chosen, which espeak never does. An installed `segments` is imported as usual."""
+    if "segments" in sys.modules or importlib.util.find_spec("segments") is not None:
+        return
+
+    def absent(*args: Any, **kwargs: Any) -> Any:
+        raise ModuleNotFoundError("phonemizer's segments backend is not installed (pip install segments)")
+
+    stand_in = types.ModuleType("segments", "stand-in: phonemizer's segments backend is not installed")
+    stand_in.Profile = stand_in.Tokenizer = absent  # type: ignore[attr-defined]  # its annotations name them
+    sys.modules["segments"] = stand_in
+
+
+_stand_in_for_segments()  # before anything imports misaki.espeak (the registry imports it on its own first)
 
 
 class Phonemizer:

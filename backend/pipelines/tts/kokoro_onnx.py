@@ -162,7 +162,8 @@ class KokoroOnnxPipeline(KokoroPipeline):
         self._npz = np.load(voices_path)  # lazy: each voice is read on first use
         self.voices = VoiceBank(list(self._npz.files), lambda name: self._npz[name])
         self.source = str(model)
-        self.warm_up()
+        # No warm-up run: ONNX Runtime's first run costs what any run of its length does (measured), so
+        # one at load was ~1.5 CPU-s of speech nobody hears (docs/BENCHMARKS.md "Start-up cost").
 
     @property
     def timed(self) -> bool:
