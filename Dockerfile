@@ -37,8 +37,8 @@ RUN pip install ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} torch==2.13.0
 # --- export: the models provisioned, exported to ONNX (int8 where parity allows) and verified ------
 # espeak-ng speaks the clips provisioning checks whisper's int8 export on. A model whose weights
 # cannot be had here is left out with a warning (scripts/image_models.py); STRICT_MODELS=1 fails.
-# Provisioning works in a build cache (MODEL_DIR=/cache/models, kept between builds; `buildah prune`
-# or `docker builder prune` empties it): a rebuild after a code change finds the voices and
+# Provisioning works in a build cache (MODEL_DIR=/cache/models, kept between builds: buildah keeps it
+# under /var/tmp/buildah-cache*, `docker builder prune` empties BuildKit's): a rebuild after a code change finds the voices and
 # whisper-base's conversion (most of a cold build) in place. /app/serve-models receives only what
 # the lean server reads, each model replaced by its optimised graph (Kokoro's timed), so the server
 # neither writes nor optimises a graph at start.

@@ -183,8 +183,7 @@ def clients(base: str, seconds: float, count: int = 3) -> dict:
             "max_s": round(max(served), 1) if served else None}
 
 
-def run_shape(args: argparse.Namespace, cpus: float, redis_url: str) -> dict:
-    port = free_port()
+def run_shape(args: argparse.Namespace, cpus: float, redis_url: str, port: int) -> dict:
     base = f"http://127.0.0.1:{port}"
     env = {**render_env(ROOT / "render.yaml"), "PORT": str(port), "REDIS_URL": redis_url, "API_KEYS": API_KEY,
            "ADMIN_API_KEYS": "bench-admin"}
@@ -294,15 +293,18 @@ def main() -> None:
     parser.add_argument("--code-from", default=None, help="a checkout whose backend/ and configs replace the image's")
     parser.add_argument("--label", default="after")
     parser.add_argument("--keep-logs", default=None, help="folder for each container's log")
+    parser.add_argument("--port-base", type=int, default=0,
+                        help="Redis on this port, the containers on the next ones (a range of your own); 0 = free ports")
     args = parser.parse_args()
-    redis_port = free_port()
+    redis_port = args.port_base or free_port()
     redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
                               "--appendonly", "no"], stdout=subprocess.DEVNULL)
     try:
         size = image_mb(args.image)
         rows = []
-        for cpus in [float(c) for c in args.cpus.split(",")]:
-            row = run_shape(args, cpus, f"redis://127.0.0.1:{redis_port}/0")
+        for i, cpus in enumerate(float(c) for c in args.cpus.split(",")):
+            port = args.port_base + 1 + i if args.port_base else free_port()
+            row = run_shape(args, cpus, f"redis://127.0.0.1:{redis_port}/0", port)
             row["image_mb"] = size
             print(json.dumps(row), flush=True)
             rows.append(row)

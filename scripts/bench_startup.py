@@ -14,7 +14,8 @@ the functions that do them. A MODEL_DIR that is written to (a timed copy made at
 is copied to a temporary folder first, so every repeat starts from the same files.
 
 --hide LABEL:MODULE makes MODULE look uninstalled in that layout's child (as in the lean image:
-`segments`); --no-warm-up LABEL skips the pipeline's warm-up run at load in that layout's child.
+`segments`); --warm-up LABEL runs one warm-up synthesis at load in that layout's child, as load()
+did before this issue's work.
 A layout may be named twice under different labels (LABEL=PATH).
 Layouts are run interleaved (A, B, A, B, ...) and medians reported; the load of a shared machine
 moves wall time, not these CPU-seconds (much).
@@ -63,9 +64,13 @@ def timed(owner, name, label):
 timed(g2p.Phonemizer, "prepare", "G2P")
 timed(kokoro_onnx, "timed_model", "timed graph")
 timed(kokoro_onnx, "make_session", "ONNX session")
-if {no_warm_up!r}:
-    pipeline.KokoroPipeline.warm_up = lambda self: None
 timed(pipeline.KokoroPipeline, "warm_up", "warm-up run")
+if {warm_up!r}:  # what load() did before: one short synthesis right after building the session
+    _load = kokoro_onnx.KokoroOnnxPipeline.load
+    def load_and_warm(self):
+        _load(self)
+        self.warm_up()
+    kokoro_onnx.KokoroOnnxPipeline.load = load_and_warm
 from backend.registry import get_registry
 get_registry(app).load("tts")
 marks.append(("TTS build", cpu()))
@@ -83,14 +88,14 @@ print(json.dumps({{"marks": marks, "build": spent, "audio_s": (len(body) - 44) /
 """
 
 
-def run(model_dir: Path, hide: list[str], threads: int, no_warm_up: bool = False) -> dict:
+def run(model_dir: Path, hide: list[str], threads: int, warm_up: bool = False) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-startup-") as tmp:
         work = Path(tmp) / "models"
         shutil.copytree(model_dir, work, symlinks=True)
         env = {"MODEL_DIR": str(work), "STATE_DIR": str(Path(tmp) / "state"), "INFERENCE_THREADS": str(threads),
                "API_KEYS": "bench", "WARM_MODELS": "", "LOG_LEVEL": "WARNING", "BACKEND": "onnx",
                "PATH": "/usr/bin:/bin", "HOME": tmp}
-        code = CHILD.format(root=str(ROOT), hide=hide, sentence=SENTENCE, no_warm_up=no_warm_up)
+        code = CHILD.format(root=str(ROOT), hide=hide, sentence=SENTENCE, warm_up=warm_up)
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp, env=env)
     if result.returncode != 0:
         raise RuntimeError(f"{model_dir}: {result.stderr[-3000:]}")
@@ -109,8 +114,8 @@ def main() -> None:
     parser.add_argument("--model-dir", type=Path, action="append", required=True,
                         help="a MODEL_DIR layout (repeat the option to compare; LABEL=PATH to name it)")
     parser.add_argument("--hide", action="append", default=[], help="LABEL:MODULE: that layout's child without MODULE")
-    parser.add_argument("--no-warm-up", action="append", default=[], metavar="LABEL",
-                        help="that layout's child skips the pipeline's warm-up run at load")
+    parser.add_argument("--warm-up", action="append", default=[], metavar="LABEL",
+                        help="that layout's child runs the warm-up synthesis at load, as load() did before")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
@@ -125,7 +130,7 @@ def main() -> None:
     runs: dict[str, list[dict]] = {label: [] for label, _ in layouts}
     for _ in range(args.repeat):
         for label, path in layouts:
-            runs[label].append(run(path, hides.get(label, []), args.threads, label in args.no_warm_up))
+            runs[label].append(run(path, hides.get(label, []), args.threads, label in args.warm_up))
             print(json.dumps({label: runs[label][-1]}), file=sys.stderr, flush=True)
     stage_names = list(runs[layouts[0][0]][0]["stages"])
     build_names = ["G2P", "timed graph", "ONNX session", "warm-up run"]
