@@ -157,7 +157,8 @@ def model_specs(settings: Settings) -> list[ModelSpec]:
             import_runtime=partial(_import_runtime, family.name, backend, settings),
             cost_key=partial(cost_key, family, backend, settings),
             runs_elsewhere=_runs_elsewhere(family.name, settings),
-            size_unit=REQUEST_SIZE_UNITS.get(family.name, "")))
+            size_unit=REQUEST_SIZE_UNITS.get(family.name, ""),
+            size_cap=settings.tts_piece_tokens if family.name == "tts" else None))
     return specs
 
 

@@ -50,7 +50,7 @@ class Need:
 
 def need_for(spec: ModelSpec, key: str, costs: CostBook, size: float | None = None, *,
              sized_later: bool = False) -> Need:
-    """What admitting `spec` for a request of `size` (None: unknown, the largest) adds now: measured
+    """What admitting `spec` for a request of `size` (None: unknown, its size_cap) adds now: measured
     figures (any worker's) under `key` if there are any, else the estimate. `sized_later`: the build
     admits no activations (the request does, once its size is known)."""
     estimate = spec.estimate()
@@ -70,6 +70,8 @@ def need_for(spec: ModelSpec, key: str, costs: CostBook, size: float | None = No
     # or what its whole figure leaves above the measured steady size.
     floor = max(estimate.allowance_mb, estimate.model_mb - steady)
     samples = measured.samples if measured is not None else []
+    if size is None:
+        size = spec.size_cap  # a caller that does not say: the largest a request can ask, if that is known
     request = SIZED_LATER if sized_later else request_cost(samples, size, floor, spec.size_unit)
     return Need(build, steady, request, estimate.imports_mb, estimate.fresh_imports_mb, source, estimate, measured)
 

@@ -106,7 +106,7 @@ def snapshot_row(handle: ModelHandle, found: Availability, need: Need) -> dict[s
                              "admitted": _request_row(e.admitted),
                              "by_size": [_request_row(c) for c in envelope(
                                  need.measured.samples if need.measured else [], need.estimate.allowance_mb,
-                                 e.spec.size_unit)]}},
+                                 e.spec.size_unit, unknown=e.spec.size_cap is None)]}},
         "estimate_mb": round(need.estimate.model_mb + need.estimate.imports_mb, 1),
         "measured_mb": _round(e.measured_mb), "anon_mb": _round(e.anon_mb),
         "imports_mb": _round(e.imports_mb), "peak_load_mb": _round(e.peak_load_mb),

@@ -3,8 +3,9 @@
 A request's size is what drives its activations: for TTS the phoneme tokens of its longest piece
 (the model runs one piece at a time), for language and AI-voice detection the seconds of audio,
 capped by the model's window (the model sees one window at a time). Sizes fall into buckets that
-double (1, 2, 3-4, 5-8, ... 65-128); a request of unknown size (a caller that does not say) falls
-above every bucket.
+double (1, 2, 3-4, 5-8, ... 65-128); a request of unknown size (a caller that does not say) counts
+as the largest its model can ask (ModelSpec.size_cap: TTS_PIECE_TOKENS), or above every bucket
+where that is not known.
 
 The figure for a size is an upper envelope of the measured request peaks, never a quantile (real
 Kokoro request peaks spread 34-116 MB, wider than the 48 MB margin: a 95 % quantile OOM-killed a
@@ -83,7 +84,9 @@ def _describe(index: int, unit: str) -> str:
     return f"size {span}{' ' + unit if unit else ''}"
 
 
-def envelope(samples: Sequence[tuple[float | None, float]], floor_mb: float, unit: str = "") -> list[RequestCost]:
-    """The figure admission would use for each bucket that holds a measurement, and for an unknown size (shown)."""
-    buckets = sorted({bucket(s) for s, _ in samples} | {UNKNOWN_BUCKET})
+def envelope(samples: Sequence[tuple[float | None, float]], floor_mb: float, unit: str = "",
+             unknown: bool = True) -> list[RequestCost]:
+    """The figure admission would use for each bucket that holds a measurement (shown), and with `unknown` for a
+    request of unknown size."""
+    buckets = sorted({bucket(s) for s, _ in samples} | ({UNKNOWN_BUCKET} if unknown else set()))
     return [request_cost(samples, bucket_top(b), floor_mb, unit) for b in buckets]

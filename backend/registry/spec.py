@@ -61,6 +61,9 @@ class ModelSpec:
     runs_elsewhere: str = ""
     #: what a request's size counts (backend.registry.request_cost), shown with the cost figures: "tokens", "s"
     size_unit: str = ""
+    #: the largest size a request can ask (TTS: TTS_PIECE_TOKENS); a request of unknown size counts as it.
+    #: None = no bound known: unknown sizes count above every measured one
+    size_cap: float | None = None
 
 
 def fixed_estimate(mb: float) -> Callable[[], Estimate]:

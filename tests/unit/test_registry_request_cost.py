@@ -11,6 +11,8 @@ import pytest
 from backend.errors import BudgetExceeded
 from backend.registry.admission import ModelFigures, Outcome, admit
 from backend.registry.costs import WINDOW, CostBook
+from backend.registry.need import need_for
+from backend.registry.spec import Estimate, ModelSpec
 from backend.registry.request_cost import TRUSTED, bucket, envelope, request_cost
 
 ALLOWANCE_MB = 150.0  # the family's worst case, before enough is measured
@@ -85,6 +87,17 @@ def test_a_build_measured_after_a_restart_does_not_hide_the_requests_the_file_ke
     restarted.record("tts", measured_mb=140.0, peak_load_mb=170.0)  # its own build, no request yet
     assert restarted.get("tts").samples == MEASURED and restarted.get("tts").measured_mb == 140.0
     assert request_cost(restarted.get("tts").samples, SHORT, ALLOWANCE_MB).mb == 38.0
+
+
+def test_a_request_of_unknown_size_counts_as_the_largest_its_model_can_ask(tmp_path) -> None:
+    book = CostBook(tmp_path)
+    for size, peak in MEASURED:
+        book.record("tts", request_peak_mb=peak, request_size=size)
+    estimate = lambda: Estimate(weights_mb=100, allowance_mb=ALLOWANCE_MB)  # noqa: E731
+    capped = ModelSpec(name="tts", factory=lambda: None, estimate=estimate, size_cap=100, size_unit="tokens")
+    assert need_for(capped, "tts", book).request.mb == 116.0  # the 65-128 bucket's largest (captions, warm-up)
+    unbounded = ModelSpec(name="tts", factory=lambda: None, estimate=estimate)
+    assert need_for(unbounded, "tts", book).request.mb == ALLOWANCE_MB  # above every measured size
 
 
 @pytest.mark.parametrize("sizes", [[1.0], ["x", 1.0], [-1.0, 2.0]], ids=["too-few", "not-a-number", "negative"])
