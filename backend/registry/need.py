@@ -66,13 +66,11 @@ def need_for(spec: ModelSpec, key: str, costs: CostBook, size: float | None = No
             # load figures miss what a first request leaves behind, so the weights bound it from below.
             steady = max(steady, estimate.weights_mb)
         source = "measured here" if costs.measured_here(key) else f"measured by another worker (pid {measured.pid})"
-    # Until enough requests are measured, the estimate bounds the activations from below: its allowance,
-    # or what its whole figure leaves above the measured steady size.
-    floor = max(estimate.allowance_mb, estimate.model_mb - steady)
+    # Until enough requests of a size are measured, the family's allowance bounds their activations from below.
     samples = measured.samples if measured is not None else []
     if size is None:
         size = spec.size_cap  # a caller that does not say: the largest a request can ask, if that is known
-    request = SIZED_LATER if sized_later else request_cost(samples, size, floor, spec.size_unit)
+    request = SIZED_LATER if sized_later else request_cost(samples, size, estimate.allowance_mb, spec.size_unit)
     return Need(build, steady, request, estimate.imports_mb, estimate.fresh_imports_mb, source, estimate, measured)
 
 
