@@ -116,7 +116,7 @@ class LiveServer:
         # No background warm-up unless the test sets one (WARM_MODELS): what is loaded is what it asked for.
         full_env.update({"PORT": str(port), "PYTHONUNBUFFERED": "1", "STATE_DIR": self._state.name, "RATE_LIMIT": "",
                          "WARM_MODELS": ""}, **env)
-        self.log = ROOT / f".pytest-gunicorn-{port}.log"
+        self.log = Path(self._state.name) / "gunicorn.log"  # never in the checkout: a crashed test leaves nothing to commit
         self._log_file = open(self.log, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "gunicorn_config.py", app],
