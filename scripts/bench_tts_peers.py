@@ -16,6 +16,7 @@ with each run: on a shared machine compare the ratios within a table, not absolu
 
 Implementations: `product` (KokoroOnnxPipeline with this environment's settings: arena with
 shrinkage, warm-up), `product-old` (ONNX_CPU_ARENA=false: the settings before issue 15),
+`product-before` (BEFORE: the product without issue 23's speed settings),
 `kokoro-onnx` (Kokoro.from_session with ONNX Runtime's defaults and the thread count),
 `fastkokoro` (FastKokoro with its defaults, warmup() after load). The voice is the packaged
 jf_alpha pack speaking English (en-us) in all of them (renamed af_bench for the peers, whose
@@ -35,7 +36,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PEERS = ("kokoro-onnx==0.6.1", "fastkokoro==0.7.0")
-IMPLEMENTATIONS = ("product", "kokoro-onnx", "fastkokoro", "product-old")
+IMPLEMENTATIONS = ("product", "product-before", "kokoro-onnx", "fastkokoro", "product-old")
+# product-before: the product with issue 23's speed work undone (main at 40a4f4b: no cap on the pieces' tail frames)
+BEFORE = {"tts_tail_frames": 0}
 VOICE, PEER_VOICE = "jf_alpha", "af_bench"
 TEXTS = {
     "paragraph": (
@@ -70,6 +73,8 @@ def _worker_product(args: argparse.Namespace, text: str, started_epoch: float) -
     overrides: dict = {"inference_threads": args.threads, "prometheus_multiproc_dir": None}
     if args.impl == "product-old":
         overrides["onnx_cpu_arena"] = False
+    if args.impl == "product-before":
+        overrides.update(BEFORE)
     settings = build_settings(**overrides)
     pipe = KokoroOnnxPipeline(settings)
     pipe.load()  # includes the warm-up
@@ -147,7 +152,7 @@ def _worker_fastkokoro(args: argparse.Namespace, text: str, started_epoch: float
 def worker(args: argparse.Namespace) -> None:
     started_epoch = args.started
     text = TEXTS[args.text]
-    run = {"product": _worker_product, "product-old": _worker_product, "kokoro-onnx": _worker_kokoro_onnx,
+    run = {"product": _worker_product, "product-old": _worker_product, "product-before": _worker_product, "kokoro-onnx": _worker_kokoro_onnx,
            "fastkokoro": _worker_fastkokoro}[args.impl]
     report = run(args, text, started_epoch)
     report["cold_start_s"] = report.pop("first_epoch") - started_epoch
@@ -155,16 +160,18 @@ def worker(args: argparse.Namespace) -> None:
 
 
 # --- driver: runs in the project's venv -------------------------------------------------------------------
-def ensure_peers_venv(folder: Path) -> Path:
-    """A venv holding only the peers (and what they pull in); created and filled once."""
+def ensure_peers_venv(folder: Path, impls: list[str]) -> Path:
+    """A venv holding only the peers asked for (and what they pull in); each installed once."""
     python = folder / "bin" / "python"
     stamp = folder / ".installed"
-    if stamp.is_file() and stamp.read_text() == " ".join(PEERS):
+    wanted = [peer for peer in PEERS if peer.split("==")[0] in impls]
+    installed = set(stamp.read_text().split()) if stamp.is_file() else set()
+    if set(wanted) <= installed:
         return python
     if not python.is_file():
         subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *PEERS], check=True)
-    stamp.write_text(" ".join(PEERS))
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *wanted], check=True)
+    stamp.write_text(" ".join(sorted(installed | set(wanted))))
     return python
 
 
@@ -261,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
 
     out = args.out or ROOT / "reports" / "bench_tts_peers" / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     out.mkdir(parents=True, exist_ok=True)
-    peers_python = ensure_peers_venv(args.peers_venv) if set(args.impls) & {"kokoro-onnx", "fastkokoro"} else None
+    peers_python = ensure_peers_venv(args.peers_venv, args.impls) if set(args.impls) & {"kokoro-onnx", "fastkokoro"} else None
     model, voices = prepare_files(out)
     cache = out / "fastkokoro-cache"
     results: list[dict] = []

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from backend.pipelines.tts import kokoro_onnx
-from backend.pipelines.tts.timed_graph import DURATIONS_NAME, duration_output, timed_model, write_timed
+from backend.pipelines.tts.timed_graph import (CAP_INPUT, DURATIONS_NAME, NO_CAP, duration_output, frame_caps,
+                                                    timed_model, write_timed)
 from backend.pipelines.tts.words import FRAME_SAMPLES
 
 onnx = pytest.importorskip("onnx")
@@ -50,6 +51,28 @@ def test_the_byte_level_edit_is_a_valid_model_with_a_second_output(tmp_path) -> 
     audio, durations = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"]).run(None, feeds)
     assert np.array_equal(before[0], audio)
     assert durations.tolist() == [[1.0, 1.0, 2.0, 4.0]]  # round(3x / 2), at least 1
+
+
+def test_the_durations_can_be_capped_and_are_not_when_no_cap_is_fed(tmp_path) -> None:
+    source = tiny_duration_model(tmp_path / "tiny.onnx")
+    session = ort.InferenceSession(str(write_timed(source, tmp_path / "tiny.timed.onnx", DURATIONS_NAME)),
+                                   providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_overridable_initializers()] == [CAP_INPUT]  # optional: it has a default
+    feeds = {"x": np.array([[0.2, 0.9, 1.4, 2.6]], dtype=np.float32), "speed": np.array([1.0], dtype=np.float32)}
+    uncapped = session.run(None, feeds)
+    assert uncapped[1].tolist() == [[1.0, 3.0, 4.0, 8.0]]
+    audio, durations = session.run(None, {**feeds, CAP_INPUT: np.array([[NO_CAP, NO_CAP, 2.0, 1.0]], np.float32)})
+    assert durations.tolist() == [[1.0, 3.0, 2.0, 1.0]]  # what the rest of the graph reads too:
+    assert np.allclose(audio, feeds["x"] * 7)
+
+
+def test_frame_caps_cap_what_follows_the_last_sounded_token() -> None:
+    sounded = {5, 6}
+    caps = frame_caps([5, 9, 6, 4, 3], sounded, 1)  # a, ' ', b, ',', '.' (+ the two pads)
+    assert caps.shape == (1, 7) and caps.dtype == np.float32
+    assert caps.tolist() == [[NO_CAP, NO_CAP, NO_CAP, NO_CAP, 1.0, 1.0, 1.0]]  # ',', '.', end pad
+    assert (frame_caps([5, 9, 6, 4], sounded, 0) == NO_CAP).all()  # 0: nothing capped
+    assert (frame_caps([4, 3], sounded, 2) == NO_CAP).all()  # nothing sounded: nothing to keep apart
 
 
 def test_a_model_without_a_duration_predictor_is_left_alone(tmp_path) -> None:
@@ -131,7 +154,7 @@ def test_a_copy_beside_the_model_is_used_and_a_read_only_folder_means_no_caption
     from backend.pipelines.tts import timed_graph
 
     source = tiny_duration_model(tmp_path / "tiny.onnx")
-    beside = write_timed(source, tmp_path / "tiny.timed.onnx", DURATIONS_NAME)  # as an image provisions it
+    beside = write_timed(source, tmp_path / "tiny.timed.v2.onnx", DURATIONS_NAME)  # as an image provisions it
     assert timed_model(source, tmp_path / "cache") == (beside, DURATIONS_NAME)
     beside.unlink()
 

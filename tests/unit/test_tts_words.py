@@ -75,9 +75,19 @@ def test_token_spans_count_only_characters_the_model_knows() -> None:
 def test_word_times_follow_durations_the_trim_and_the_offset() -> None:
     spans = [WordSpan(0, 0, 2), WordSpan(1, 3, 4)]
     durations = [4, 2, 3, 1, 5, 6]  # pad, 4 tokens, pad (frames)
-    times = word_times(spans, durations, offset=1000, cut=2 * FRAME_SAMPLES, length=12 * FRAME_SAMPLES)
+    times = word_times(spans, durations, offset=1000, cut=2 * FRAME_SAMPLES, length=12 * FRAME_SAMPLES, early=0)
     frame = FRAME_SAMPLES
     assert times == [WordTime(0, 1000 + 2 * frame, 1000 + 7 * frame), WordTime(1, 1000 + 8 * frame, 1000 + 12 * frame)]
+
+
+def test_words_are_placed_where_they_are_heard_inside_the_kept_audio() -> None:
+    spans = [WordSpan(0, 0, 2), WordSpan(1, 3, 4)]
+    durations = [4, 2, 3, 1, 5, 6]
+    frame = FRAME_SAMPLES
+    times = word_times(spans, durations, offset=0, cut=2 * frame, length=12 * frame, early=3 * frame)
+    assert times == [WordTime(0, 0, 4 * frame), WordTime(1, 5 * frame, 10 * frame)]  # 3 frames earlier, from 0
+    squeezed = word_times([WordSpan(0, 0, 1)], [4, 1, 1], offset=0, cut=2 * frame, length=3 * frame, early=4 * frame)
+    assert squeezed == [WordTime(0, 0, 1)]  # never empty
 
 
 def test_a_word_cut_across_pieces_is_one_caption() -> None:

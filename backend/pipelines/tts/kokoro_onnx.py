@@ -26,7 +26,7 @@ from backend.pipelines.base import Availability, fetch_command, files_identity, 
 from backend.pipelines.onnx_session import make_run_options, make_session
 from backend.pipelines.tts.g2p import g2p_missing
 from backend.pipelines.tts.pipeline import KokoroPipeline
-from backend.pipelines.tts.timed_graph import timed_model
+from backend.pipelines.tts.timed_graph import CAP_INPUT, frame_caps, timed_model
 from backend.pipelines.tts.voices import VoiceBank, npz_names
 from config import Settings
 
@@ -139,6 +139,8 @@ class KokoroOnnxPipeline(KokoroPipeline):
         self._run_options: Any = None
         self._npz: Any = None
         self._durations: str | None = None  # the graph output holding token durations (timed_graph.py)
+        self._capped = False  # the graph takes timed_graph.CAP_INPUT
+        self._sounded: frozenset[int] = frozenset()  # token ids of phonemes (not punctuation, not space)
 
     def load(self) -> None:
         self._load_phonemizer()
@@ -159,6 +161,8 @@ class KokoroOnnxPipeline(KokoroPipeline):
         self.session = make_session(timed, self.settings)
         self._run_options = make_run_options(self.settings)
         self.vocab = config["vocab"]
+        self._capped = CAP_INPUT in {i.name for i in self.session.get_overridable_initializers()}
+        self._sounded = frozenset(token for ch, token in self.vocab.items() if ch.isalpha())
         self._npz = np.load(voices_path)  # lazy: each voice is read on first use
         self.voices = VoiceBank(list(self._npz.files), lambda name: self._npz[name])
         self.source = str(model)
@@ -183,6 +187,8 @@ class KokoroOnnxPipeline(KokoroPipeline):
         feeds = {"tokens": np.array([[0, *token_ids, 0]], dtype=np.int64),
                  "style": np.ascontiguousarray(style, dtype=np.float32),
                  "speed": np.array([speed], dtype=np.float32)}
+        if self._capped and self.settings.tts_tail_frames:
+            feeds[CAP_INPUT] = frame_caps(token_ids, self._sounded, self.settings.tts_tail_frames)
         # The arena is shrunk after a request's last piece (ONNX_ARENA_SHRINK=request) or after every piece (=run).
         shrink = last or self.settings.onnx_arena_shrink == "run"
         outputs = [self._audio_output, self._durations] if timed else [self._audio_output]

@@ -17,6 +17,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 FRAME_SAMPLES = 600  # one duration frame of Kokoro's decoder: 25 ms at 24 kHz
+# A word is heard this long before the first frame of its first phoneme: faster-whisper's word starts on the
+# real whisper-base preceded ours by a median 0.125 s (5 frames), the same in en/es/fr and within 0.04 s for every
+# class of first sound, on one set of paragraphs (scripts/bench_tts_captions.py --texts fit), and the shift was
+# then checked on another (docs/BENCHMARKS.md, issue 23). Every time of a piece moves by it, ends too.
+HEARD_EARLY_SAMPLES = 5 * FRAME_SAMPLES
 _MAX_GROUP = 3       # at most this many words share one phoneme word (or one word spans this many)
 
 
@@ -175,14 +180,19 @@ class WordTime:
 
 
 def word_times(spans: Sequence[WordSpan], durations: Sequence[float], offset: int, cut: int,
-               length: int) -> list[WordTime]:
+               length: int, early: int = HEARD_EARLY_SAMPLES) -> list[WordTime]:
     """Sample times of a piece's words: `durations` per token (frames, the pads at both ends included), the
-    piece's audio cut by `cut` samples at its start, `length` samples kept, placed at `offset` in the output."""
-    edges = [0]
+    piece's audio cut by `cut` samples at its start, `length` samples kept, placed at `offset` in the output;
+    every time `early` samples before the frames say (HEARD_EARLY_SAMPLES), inside the kept audio."""
+    edges = [-early]
     for frames in durations:
         edges.append(edges[-1] + int(round(float(frames))) * FRAME_SAMPLES)
 
     def place(sample: int) -> int:
         return offset + min(max(sample - cut, 0), length)
 
-    return [WordTime(s.word, place(edges[s.first + 1]), place(edges[s.stop + 1])) for s in spans]
+    times = []
+    for s in spans:
+        start = place(edges[s.first + 1])
+        times.append(WordTime(s.word, start, max(place(edges[s.stop + 1]), min(start + 1, offset + length))))
+    return times
