@@ -187,7 +187,7 @@ class KokoroOnnxPipeline(KokoroPipeline):
         feeds = {"tokens": np.array([[0, *token_ids, 0]], dtype=np.int64),
                  "style": np.ascontiguousarray(style, dtype=np.float32),
                  "speed": np.array([speed], dtype=np.float32)}
-        if self._capped and self.settings.tts_tail_frames:
+        if self._capped and self.settings.tts_tail_frames and self.settings.tts_trim_silence:  # trimmed anyway
             feeds[CAP_INPUT] = frame_caps(token_ids, self._sounded, self.settings.tts_tail_frames)
         # The arena is shrunk after a request's last piece (ONNX_ARENA_SHRINK=request) or after every piece (=run).
         shrink = last or self.settings.onnx_arena_shrink == "run"
