@@ -29,7 +29,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     registry = ModelRegistry(settings.memory_budget_mb, margin_mb=settings.memory_margin_mb,
                              ttl_s=settings.model_ttl_s, retry_after_s=settings.retry_after_s,
-                             queue_timeout_s=settings.queue_timeout_s, max_queue=settings.max_queue,
+                             queue_timeout_s=limits.queue_timeout_s(settings), max_queue=settings.max_queue,
                              workers=settings.workers,
                              costs=CostBook(settings.state_root), peers=Peers(settings.state_root))
     for spec in model_specs(settings):

@@ -1,4 +1,6 @@
-"""Rate limits (flask-limiter): one shared budget per API key, else per client IP, on every inference and admin route.
+"""Limits on what the service takes on: rate limits per client, and the queue's wait sized to the CPU.
+
+Rate limits (flask-limiter): one shared budget per API key, else per client IP, on every inference and admin route.
 
 The limit (RATE_LIMIT) is attached once per blueprint, from its auth policy (backend.auth), so a
 new blueprint is limited as soon as it declares Policy.INFERENCE or Policy.ADMIN. Counters live
@@ -8,12 +10,21 @@ instance; if that Redis cannot be reached the workers count in memory until it i
 The client IP is the socket's peer unless TRUSTED_PROXIES proxies are in front: then Werkzeug's
 ProxyFix takes it that many hops from the right of X-Forwarded-For (a client cannot forge a hop
 a trusted proxy appended). A breach is 429 rate_limited with Retry-After.
+
+The queue's wait (QUEUE_TIMEOUT_S, unset): a request waiting to be admitted to a busy model waits
+for the requests ahead of it. At most TTS_ADMITTED (or MODEL_CONCURRENCY) are admitted and MAX_QUEUE
+wait, so the last one queued waits for about that many requests; each is counted as one short
+sentence (TYPICAL_REQUEST_CPU_S, measured), at the speed the CPU quota allows (one inference thread
+runs at most one CPU's worth). At 0.1 CPU (Render's free plan) that is (4 + 3) x 2.6 / 0.1 = 182 s,
+so a request that would be served within two minutes is not refused; at 0.5 CPU 37 s; from 1 CPU
+the floor, 30 s.
 """
 from __future__ import annotations
 
 import hashlib
 import math
 import time
+from typing import TYPE_CHECKING
 
 from flask import Flask, request
 from flask_limiter import Limiter, RateLimitExceeded, RequestLimit
@@ -22,7 +33,32 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from backend.auth import Policy, blueprint_policy, caller_key
 
+if TYPE_CHECKING:
+    from config import Settings
+
 LIMITED_POLICIES = (Policy.INFERENCE, Policy.ADMIN)
+# One short sentence ("The kettle is on, come and sit down.", two pieces) at one inference thread, CPU-s:
+# 2.59 in BENCHMARKS' "First audio" table (issue 23), 2.5 at the issue's start.
+TYPICAL_REQUEST_CPU_S = 2.6
+MIN_QUEUE_TIMEOUT_S = 30
+
+
+def queue_timeout_for(cpus: float, ahead: int) -> int:
+    """Seconds a queued request may wait: `ahead` typical requests served at the speed of `cpus`, at least 30."""
+    speed = min(1.0, max(cpus, 0.01))  # one inference thread's model runs use at most one CPU
+    return max(MIN_QUEUE_TIMEOUT_S, math.ceil(ahead * TYPICAL_REQUEST_CPU_S / speed))
+
+
+def queue_timeout_s(settings: Settings, cpus: float | None = None) -> float:
+    """QUEUE_TIMEOUT_S, or when unset queue_timeout_for the CPU quota (`cpus`, read once when None) and the
+    requests that may be ahead of the last one queued: the most admitted to a model, and MAX_QUEUE."""
+    if settings.queue_timeout_s is not None:
+        return float(settings.queue_timeout_s)
+    if cpus is None:
+        from backend.cpu_quota import cpu_quota
+        cpus = cpu_quota().cpus
+    admitted = max(settings.tts_admitted, settings.model_concurrency)
+    return float(queue_timeout_for(cpus, admitted + settings.max_queue))
 
 
 def is_rate_limited(policy: Policy) -> bool:

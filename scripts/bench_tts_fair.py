@@ -1,15 +1,22 @@
-"""Short requests while long texts stream: one model slot held per request (before) vs turns by piece (after).
+"""Short requests while long texts stream: one model slot held per request vs turns by piece, and piece sizes.
 
-In one process with the real ONNX Kokoro (packaged int8), threads play the clients. `before` is the
-registry's rule today: a request holds the model's one slot from its first piece to its last; others
-wait up to QUEUE_TIMEOUT_S (then they count as refused, 503 model_busy), at most MAX_QUEUE of them.
-`round_robin` and `shortest` admit every request and let backend.pipelines.turns hand out the slot
-one piece at a time. For 0, 1 and 3 long texts streaming (each consumer takes blocks as fast as they
-come), short requests ("The kettle is on, come and sit down.") are sent one after another; figures:
-short latency p50/p95 (submit -> whole audio), refusals, the long requests' total time and longest
-gap between two audio blocks, and throughput (audio seconds produced per wall second).
+In one process with the real ONNX Kokoro (packaged int8), threads play the clients. Variants:
+- `before`: a request holds the model's one slot from its first piece to its last; others wait up to
+  QUEUE_TIMEOUT_S (then they count as refused, 503 model_busy), at most MAX_QUEUE of them;
+- `round_robin`, `shortest`: backend.pipelines.turns hands out the slot one piece at a time, full pieces;
+- `landed`: `shortest` as it landed first (c119191..7bab1dd): its guard kept every overtaken request's
+  count, so each long request waiting went before the next short one; full pieces;
+- `cutN` (e.g. cut40): `shortest` with today's guard and TTS_CONTENDED_PIECE_TOKENS=N (cut0: never cut).
+For 0, 1 and 3 long texts streaming (each consumer takes blocks as fast as they come), short requests
+("The kettle is on, come and sit down.") are sent one after another; and a long text alone. Figures:
+short latency p50/p95 (submit -> whole audio) in wall seconds and in service CPU-seconds (the process's
+CPU time between a request's submit and its last audio: with 1 inference thread and the model the only
+consumer, what the box did for everyone meanwhile, whatever the load of the machine), refusals, the
+long requests' total time and longest gap between two audio blocks, and throughput (audio seconds per
+wall second, and per CPU-second: the load-independent one).
 
-    python -m scripts.bench_tts_fair --shorts 5 --long-chars 700
+    python -m scripts.bench_tts_fair --shorts 5 --long-chars 500 --variants landed,cut0,cut24,cut40
+    python -m scripts.bench_tts_fair joins --whisper CT2_DIR --caps 0,24,40   # cut pieces: silences, CER
 """
 from __future__ import annotations
 
@@ -26,12 +33,20 @@ import numpy as np
 from backend.api.schemas.tts import validate_request
 from backend.pipelines.tts.kokoro_onnx import KokoroOnnxPipeline
 from backend.pipelines.tts.pipeline import SAMPLE_RATE_HZ
-from backend.pipelines.turns import PieceTurns
+from backend.pipelines.turns import PieceTurns, Ticket
 from config import build_settings
 
 SHORT = "The kettle is on, come and sit down."
 PARAGRAPH = ("The old lighthouse stood at the end of the harbour, and every night its keeper climbed the narrow "
              "stairs to light the lamp. Ships passing in the dark trusted that light more than their own charts. ")
+
+
+class LandedTurns(PieceTurns):
+    """`shortest` as it first landed: a guard turn did not start the others' counts again."""
+
+    def _passed(self, ticket: Ticket) -> None:
+        for other in self._waiting:
+            other.overtaken += other.asked < ticket.asked
 
 
 class Slot:
@@ -56,37 +71,51 @@ class Slot:
 
 
 def one_request(pipe: KokoroOnnxPipeline, text: str, slot: Slot | None, record: dict) -> None:
-    submitted = time.perf_counter()
+    submitted, cpu_submitted = time.perf_counter(), time.process_time()
     if slot is not None and not slot.enter():
         record.update(refused=True, latency_s=time.perf_counter() - submitted)
         return
     try:
         blocks = pipe.run(pipe.preprocess(validate_request(pipe.settings, text=text, fmt="wav"))).blocks
-        stamps, samples = [], 0
+        stamps, cpu_stamps, samples = [], [], 0
         for block in blocks:
             stamps.append(time.perf_counter())
+            cpu_stamps.append(time.process_time())
             samples += len(block)
-        gaps = np.diff([submitted, *stamps])
+        gaps, cpu_gaps = np.diff([submitted, *stamps]), np.diff([cpu_submitted, *cpu_stamps])
         record.update(refused=False, latency_s=stamps[-1] - submitted, first_s=stamps[0] - submitted,
+                      service_cpu_s=cpu_stamps[-1] - cpu_submitted, pieces=len(stamps),
                       longest_gap_s=float(gaps[1:].max()) if len(gaps) > 1 else 0.0,
+                      longest_gap_cpu_s=float(cpu_gaps[1:].max()) if len(cpu_gaps) > 1 else 0.0,
                       audio_s=samples / SAMPLE_RATE_HZ)
     finally:
         if slot is not None:
             slot.lock.release()
 
 
+def use(pipe: KokoroOnnxPipeline, variant: str) -> None:
+    """Set the pipeline's turns and contended piece size for `variant` (module docstring)."""
+    cap = int(variant[3:]) if variant.startswith("cut") else 0
+    pipe.settings = pipe.settings.model_copy(update={"tts_contended_piece_tokens": cap})
+    if variant in ("round_robin", "shortest"):
+        pipe.turns = PieceTurns(1, variant)
+    elif variant == "landed":
+        pipe.turns = LandedTurns(1, "shortest")
+    elif variant.startswith("cut"):
+        pipe.turns = PieceTurns(1, "shortest")
+
+
 def scenario(pipe: KokoroOnnxPipeline, variant: str, longs: int, shorts: int, long_text: str,
              max_queue: int, timeout_s: float) -> dict:
     slot = Slot(max_queue, timeout_s) if variant == "before" else None
-    if variant != "before":
-        pipe.turns = PieceTurns(1, variant)
+    use(pipe, variant)
     started, cpu_started = time.perf_counter(), time.process_time()
     long_records = [{} for _ in range(longs)]
     threads = [threading.Thread(target=one_request, args=(pipe, long_text, slot, r)) for r in long_records]
     for thread in threads:
         thread.start()
     short_records = []
-    if longs:
+    if longs and shorts:
         time.sleep(1.0)  # the long ones are streaming
     for _ in range(shorts):
         record: dict = {}
@@ -94,26 +123,68 @@ def scenario(pipe: KokoroOnnxPipeline, variant: str, longs: int, shorts: int, lo
         short_records.append(record)
     for thread in threads:
         thread.join()
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     served = [r for r in short_records if not r["refused"]]
-    latencies = [r["latency_s"] for r in served]
+
+    def quantiles(key: str) -> tuple[float | None, float | None]:
+        values = [r[key] for r in served]
+        if not values:
+            return None, None
+        return round(statistics.median(values), 2), round(float(np.percentile(values, 95)), 2)
+
     audio = sum(r.get("audio_s", 0.0) for r in short_records + long_records)
+    (p50, p95), (cpu_p50, cpu_p95) = quantiles("latency_s"), quantiles("service_cpu_s")
     return {"variant": variant, "longs": longs, "shorts": shorts,
-            "short_p50_s": round(statistics.median(latencies), 2) if latencies else None,
-            "short_p95_s": round(float(np.percentile(latencies, 95)), 2) if latencies else None,
+            "short_p50_s": p50, "short_p95_s": p95, "short_cpu_p50_s": cpu_p50, "short_cpu_p95_s": cpu_p95,
             "refused": sum(r["refused"] for r in short_records + long_records),
             "long_total_s": round(max((r.get("latency_s", 0) for r in long_records), default=0), 1),
+            "long_total_cpu_s": round(max((r.get("service_cpu_s", 0) for r in long_records), default=0), 1),
+            "long_pieces": max((r.get("pieces", 0) for r in long_records), default=0),
             "long_longest_gap_s": round(max((r.get("longest_gap_s", 0) for r in long_records), default=0), 2),
-            "throughput": round(audio / wall, 3), "wall_s": round(wall, 1),
-            "cpu_s": round(time.process_time() - cpu_started, 1)}
+            "long_longest_gap_cpu_s": round(max((r.get("longest_gap_cpu_s", 0) for r in long_records), default=0), 2),
+            "throughput": round(audio / wall, 3), "audio_per_cpu_s": round(audio / cpu, 3),
+            "wall_s": round(wall, 1), "cpu_s": round(cpu, 1)}
+
+
+def joins(pipe: KokoroOnnxPipeline, caps: list[int], long_text: str, whisper: str | None, threads: int) -> list[dict]:
+    """The long text synthesised with every turn contended (another request admitted, idle) at each cap:
+    pieces, CPU-s, audio s, the longest silence inside the joined audio, and its CER by faster-whisper."""
+    from backend.audio.decode import resample
+    from scripts.bench_tts_captions import listener, longest_inner_silence_s, transcript
+    from scripts.intelligibility import character_error_rate
+
+    judge = listener(whisper, threads) if whisper else None
+    rows = []
+    for cap in caps:
+        use(pipe, f"cut{cap}")
+        idle = pipe.turns.join(1)  # admitted, never asks: every turn of the long text is contended
+        cpu = time.process_time()
+        blocks = list(pipe.run(pipe.preprocess(validate_request(pipe.settings, text=long_text, fmt="wav"))).blocks)
+        cpu = time.process_time() - cpu
+        pipe.turns.leave(idle)
+        audio = np.concatenate(blocks)
+        row = {"cap": cap, "pieces": len(blocks), "cpu_s": round(cpu, 2), "audio_s": round(len(audio) / SAMPLE_RATE_HZ, 2),
+               "cpu_per_audio_s": round(cpu / (len(audio) / SAMPLE_RATE_HZ), 3),
+               "longest_inner_silence_s": round(longest_inner_silence_s(audio), 2)}
+        if judge is not None:
+            heard = transcript(judge, resample(audio, SAMPLE_RATE_HZ, 16000), "en")
+            row.update(cer=round(character_error_rate(long_text, heard), 3), heard=heard)
+        rows.append(row)
+        print(json.dumps(row), file=sys.stderr, flush=True)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("mode", nargs="?", default="fair", choices=("fair", "joins"))
     parser.add_argument("--shorts", type=int, default=5)
-    parser.add_argument("--long-chars", type=int, default=700)
+    parser.add_argument("--long-chars", type=int, default=500)
     parser.add_argument("--longs", default="0,1,3")
-    parser.add_argument("--variants", default="before,round_robin,shortest")
+    parser.add_argument("--long-alone", action=argparse.BooleanOptionalAction, default=True,
+                        help="also one long text with nothing else (throughput without contention)")
+    parser.add_argument("--variants", default="landed,cut0,cut24,cut40")
+    parser.add_argument("--caps", default="0,24,40", help="joins: contended piece sizes")
+    parser.add_argument("--whisper", help="joins: a CTranslate2 whisper-base folder for the CER")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--max-queue", type=int, default=4)
     parser.add_argument("--queue-timeout-s", type=float, default=30.0)
@@ -122,11 +193,15 @@ def main(argv: list[str] | None = None) -> int:
     pipe.load()
     long_text = (PARAGRAPH * (args.long_chars // len(PARAGRAPH) + 1))[:args.long_chars].rsplit(" ", 1)[0] + "."
     rows = []
-    for longs in [int(v) for v in args.longs.split(",")]:
-        for variant in args.variants.split(","):  # interleaved: every variant under the same load, in turn
-            rows.append(scenario(pipe, variant, longs, args.shorts, long_text, args.max_queue, args.queue_timeout_s))
-            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    json.dump({"rows": rows, "long_chars": len(long_text), "threads": args.threads,
+    if args.mode == "joins":
+        rows = joins(pipe, [int(v) for v in args.caps.split(",")], long_text, args.whisper, args.threads)
+    else:
+        groups = [(int(v), args.shorts) for v in args.longs.split(",")] + ([(1, 0)] if args.long_alone else [])
+        for longs, shorts in groups:
+            for variant in args.variants.split(","):  # interleaved: every variant under the same load, in turn
+                rows.append(scenario(pipe, variant, longs, shorts, long_text, args.max_queue, args.queue_timeout_s))
+                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    json.dump({"mode": args.mode, "rows": rows, "long_chars": len(long_text), "threads": args.threads,
                "load_avg": [round(v, 2) for v in os.getloadavg()],
                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}, sys.stdout, indent=1)
     print()

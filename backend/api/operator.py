@@ -34,5 +34,8 @@ def operator():
     memory["reserved_by_other_workers_mb"] = round(registry.peers.reserved_mb(), 1)
     rows = annotate(current_app.config["SETTINGS"], registry.snapshot())
     models = [{k: row[k] for k in OperatorModel.model_fields} for row in rows]
-    cpu = {**cpu_quota().describe(), "inference_threads": inference_threads(current_app.config["SETTINGS"].inference_threads)}
+    settings = current_app.config["SETTINGS"]
+    cpu = {**cpu_quota().describe(), "inference_threads": inference_threads(settings.inference_threads),
+           "queue_timeout_s": registry.queue_timeout_s, "max_queue": registry.max_queue,
+           "tts_admitted": settings.tts_admitted}
     return jsonify(at=time.time(), pid=os.getpid(), memory=memory, cpu=cpu, models=models, events=registry.events.recent())

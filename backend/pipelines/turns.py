@@ -11,7 +11,14 @@ what it was), and the next turn goes to the request the rule picks among those w
 - "shortest": requests with at most SHORT_PIECES pieces left first (in order of asking), then the
   others round-robin: a one-sentence request overtakes long ones at the next piece boundary. So that
   a stream of short requests cannot starve a long one, a request overtaken MAX_OVERTAKEN times goes
-  next: a long stream's gap is at most that many short pieces plus the others' turns.
+  next, and that turn starts every other waiting request's count again: one long piece between
+  every MAX_OVERTAKEN short ones (were the others' counts kept, every long request waiting would go
+  before the next short one), and a long stream's gap is at most that many short pieces per long
+  request waiting.
+
+A turn also says whether the request is contended: another request is admitted, or another took a
+turn since this one's last. The pipeline then cuts a long piece shorter (TTS_CONTENDED_PIECE_TOKENS),
+so that whoever waits for the slot waits for a short piece; a request alone keeps its full pieces.
 
 A request is never refused for waiting its turn (queue bounds count requests waiting to be
 *admitted*, in the registry). Piece order inside a request is its own loop's: turns only decide
@@ -40,6 +47,7 @@ class Ticket:
     asked: int = 0
     waiting: bool = False
     overtaken: int = 0  # turns given to requests that asked after this one, since it asked
+    last_turn: int = -1  # the PieceTurns' turn count when this ticket last had a turn
 
 
 def choose(waiting: Sequence[Ticket], rule: str) -> Ticket:
@@ -60,6 +68,7 @@ class PieceTurns:
         self._waiting: list[Ticket] = []
         self._order = itertools.count()
         self._changed = threading.Condition()
+        self._turns = 0  # turns given so far
         self.active = 0  # tickets joined and not yet left
 
     def join(self, pieces: int) -> Ticket:
@@ -77,9 +86,16 @@ class PieceTurns:
         with self._changed:
             return len(self._waiting)
 
+    def split(self, ticket: Ticket) -> None:
+        """The piece whose turn this is was cut in two: one more piece left."""
+        with self._changed:
+            ticket.remaining += 1
+
     @contextmanager
-    def turn(self, ticket: Ticket) -> Iterator[None]:
-        """Wait for this ticket's turn, hold one slot while the body runs one piece, then pass the turn on."""
+    def turn(self, ticket: Ticket) -> Iterator[bool]:
+        """Wait for this ticket's turn, hold one slot while the body runs one piece, then pass the turn on.
+
+        Yields whether the turn is contended: another request is admitted, or took a turn since this one's last."""
         with self._changed:
             ticket.asked, ticket.waiting, ticket.overtaken = next(self._order), True, 0
             self._waiting.append(ticket)
@@ -88,16 +104,27 @@ class PieceTurns:
                 self._changed.wait()
             self._waiting.remove(ticket)
             ticket.waiting = False
-            for other in self._waiting:
-                other.overtaken += other.asked < ticket.asked
+            self._passed(ticket)
+            contended = self.active > 1 or ticket.last_turn not in (-1, self._turns)
+            self._turns += 1
+            ticket.last_turn = self._turns
             self._free -= 1
         try:
-            yield
+            yield contended
         finally:
             with self._changed:
                 self._free += 1
                 ticket.remaining = max(0, ticket.remaining - 1)
                 self._changed.notify_all()
+
+    def _passed(self, ticket: Ticket) -> None:
+        """Count the turn `ticket` takes against the waiting requests it overtakes (the guard of "shortest")."""
+        if ticket.overtaken >= MAX_OVERTAKEN:  # the guard's turn: the others count again from here
+            for other in self._waiting:
+                other.overtaken = 0
+            return
+        for other in self._waiting:
+            other.overtaken += other.asked < ticket.asked
 
     def wait_until(self, predicate, timeout_s: float | None = None) -> bool:
         """Block until predicate(self) holds (checked whenever turns change); for observers and tests."""

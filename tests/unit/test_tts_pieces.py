@@ -5,7 +5,15 @@ import pytest
 
 from backend.pipelines.tts.g2p import Phonemizer
 from backend.pipelines.tts.markup import Pause, parse, parse_phonemes
-from backend.pipelines.tts.pieces import MAX_TOKENS, Piece, count_tokens, piece_limit, plan_pieces
+from backend.pipelines.tts.pieces import (
+    MAX_TOKENS,
+    Piece,
+    contended_cut,
+    count_tokens,
+    cut_marks,
+    piece_limit,
+    plan_pieces,
+)
 
 
 @pytest.fixture(scope="module")
@@ -127,3 +135,47 @@ def test_the_first_piece_ends_at_a_phrase_not_between_words(english, vocab) -> N
     pieces = pieces_of(plan_pieces(parse("The big old kettle in the kitchen is on so come and sit down with us now."),
                                    english, vocab, limit=100, first_limit=12))
     assert count_tokens(pieces[0].phonemes, vocab) <= 12 and pieces[0].boundary == "word"
+
+
+def ids_of(phonemes: str, vocab: dict[str, int]) -> list[int]:
+    return [vocab[ch] for ch in phonemes if ch in vocab]
+
+
+def cut_text(phonemes: str, cap: int, vocab: dict[str, int]) -> tuple[str, str, str] | None:
+    """(head, boundary, tail) as phonemes, or None: contended_cut on the ids, read back through the vocab."""
+    ids = ids_of(phonemes, vocab)
+    at = contended_cut(ids, cap, *cut_marks(vocab))
+    if at is None:
+        return None
+    back = {v: k for k, v in vocab.items()}
+    index, boundary = at
+    return "".join(back[i] for i in ids[:index]), boundary, "".join(back[i] for i in ids[index + 1:])
+
+
+def test_a_contended_piece_that_fits_or_has_no_word_gap_is_not_cut(vocab) -> None:
+    assert cut_text("ðə kˈɛtəl ɪz ˈɔn.", 40, vocab) is None  # fits
+    assert cut_text("ðə kˈɛtəl ɪz ˈɔn.", 0, vocab) is None  # 0: never cut
+    assert cut_text("a" * 60, 40, vocab) is None  # one giant word: nothing to cut between
+
+
+def test_a_contended_piece_is_cut_at_a_sentence_before_a_clause_before_a_word(vocab) -> None:
+    sentence = "ðə kˈɛtəl ɪz ˈɔn. kˈʌm ænd sˈɪt dˈaʊn, plˈiz, ænd hæv sˈʌm tˈi nˈaʊ"
+    head, boundary, tail = cut_text(sentence, 40, vocab)
+    assert (head, boundary) == ("ðə kˈɛtəl ɪz ˈɔn.", "sentence")
+    assert head + " " + tail == sentence  # nothing lost, the space at the cut dropped
+    clauses = "kˈʌm ænd sˈɪt dˈaʊn, plˈiz, ænd hæv sˈʌm tˈi wɪð ˈʌs nˈaʊ"
+    head, boundary, _ = cut_text(clauses, 40, vocab)
+    assert (head, boundary) == ("kˈʌm ænd sˈɪt dˈaʊn, plˈiz,", "clause")
+    words = "kˈʌm ænd sˈɪt dˈaʊn ænd hæv sˈʌm tˈi wɪð ˈʌs nˈaʊ ænd lˈeɪtəɹ"
+    head, boundary, tail = cut_text(words, 40, vocab)
+    assert boundary == "word" and head + " " + tail == words
+
+
+def test_a_contended_piece_is_cut_into_parts_of_about_equal_size(vocab) -> None:
+    words = " ".join(["sˈʌm tˈi"] * 11)  # 98 tokens: three parts of at most 33, not 40 + 40 + 16
+    ids = ids_of(words, vocab)
+    index, _ = contended_cut(ids, 40, *cut_marks(vocab))
+    assert len(ids) == 98 and 17 <= index <= 33
+    rest = ids[index + 1:]
+    second, _ = contended_cut(rest, 40, *cut_marks(vocab))
+    assert 17 <= second <= 40 and len(rest) - second - 1 <= 40

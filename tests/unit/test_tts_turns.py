@@ -55,6 +55,54 @@ def test_a_stream_of_short_requests_cannot_starve_a_long_one() -> None:
     assert order == ["short0", "short1", "long", "short2", "short3"]
 
 
+def test_a_guard_turn_lets_one_long_request_through_not_every_one_waiting() -> None:
+    """Two long requests overtaken twice: one of them goes, then short ones again (not both longs first)."""
+    turns = PieceTurns(slots=1, rule="shortest")
+    holder = turns.join(1)
+    order: list[str] = []
+    threads: list[threading.Thread] = []
+
+    def run(ticket: Ticket, name: str) -> None:
+        with turns.turn(ticket):
+            order.append(name)
+
+    def queue(ticket: Ticket, name: str) -> None:
+        threads.append(threading.Thread(target=run, args=(ticket, name)))
+        threads[-1].start()
+        queued = len(threads)
+        assert turns.wait_until(lambda t: t.waiting == queued, 60)
+
+    with turns.turn(holder):
+        queue(turns.join(9), "long1")
+        queue(turns.join(9), "long2")
+        for n in range(4):
+            queue(turns.join(1), f"short{n}")
+    for thread in threads:
+        thread.join(60)
+    # short0 and short1 overtake both longs twice; long1's guard turn starts long2's count again.
+    assert order == ["short0", "short1", "long1", "short2", "short3", "long2"]
+
+
+def test_a_turn_is_contended_while_another_request_is_admitted_or_took_a_turn_between() -> None:
+    turns = PieceTurns(slots=1, rule="shortest")
+    alone = turns.join(3)
+    with turns.turn(alone) as contended:
+        assert not contended  # nobody else
+    with turns.turn(alone) as contended:
+        assert not contended  # still nobody else, and nobody ran between its turns
+    other = turns.join(1)
+    with turns.turn(alone) as contended:
+        assert contended  # another request is admitted
+    with turns.turn(other):
+        pass
+    turns.leave(other)
+    with turns.turn(alone) as contended:
+        assert contended  # the other left, but it ran since this one's last turn
+    with turns.turn(alone) as contended:
+        assert not contended  # alone again: full pieces
+    turns.leave(alone)
+
+
 class GatedKokoro(ScriptedKokoro):
     """Records which request ran each piece; a piece of the request named in `hold` waits for `gate`."""
 
@@ -175,3 +223,45 @@ def test_one_slot_runs_one_piece_at_a_time() -> None:
         assert running == []  # b waits while a holds the one slot
     other.join(60)
     assert running == ["b"]
+
+
+CONTENDED_LONG = " ".join(f"Sentence number {n} goes on for a while." for n in range(1, 9))
+
+
+def token_counts(pipe, text: str) -> list[int]:
+    before = len(pipe.calls)
+    blocks = list(pipe.run(pipe.preprocess(validate_request(pipe.settings, text=text, fmt="wav"))).blocks)
+    assert blocks
+    return [tokens for tokens, _ in pipe.calls[before:]]
+
+
+def test_a_contended_request_cuts_its_long_pieces_and_says_every_token_once() -> None:
+    pipe = ScriptedKokoro(build_settings(prometheus_multiproc_dir=None, tts_first_piece_tokens=0,
+                                         tts_piece_tokens=100, tts_contended_piece_tokens=24))
+    pipe.load()
+    alone = token_counts(pipe, CONTENDED_LONG)
+    assert max(alone) > 24  # full pieces while nobody else is admitted
+    other = pipe.turns.join(1)  # another request admitted (waiting for its client, say)
+    contended = token_counts(pipe, CONTENDED_LONG)
+    pipe.turns.leave(other)
+    assert max(contended) <= 24 and len(contended) > len(alone)
+    # Each cut drops only the space token where it falls: the same tokens, in the same order.
+    assert sum(contended) + (len(contended) - len(alone)) == sum(alone)
+    assert pipe.calls[-1][1] is True and all(not last for _, last in pipe.calls[-len(contended):-1])
+    assert pipe.turns.active == 0 and pipe.turns.waiting == 0
+
+
+def test_a_cut_piece_keeps_each_words_tokens_on_its_side_of_the_cut() -> None:
+    from backend.pipelines.tts.pipeline import TokenPiece
+    from backend.pipelines.tts.words import WordSpan
+
+    pipe = ScriptedKokoro(build_settings(prometheus_multiproc_dir=None))
+    pipe.load()
+    phonemes = "kˈʌm ænd sˈɪt dˈaʊn, plˈiz"  # 26 tokens; spaces at 4, 8, 13, 20; the comma at 19
+    ids = [pipe.vocab[ch] for ch in phonemes if ch in pipe.vocab]
+    words = (WordSpan(0, 0, 4), WordSpan(1, 5, 8), WordSpan(2, 9, 13), WordSpan(3, 14, 19), WordSpan(4, 21, 26))
+    head, tail = pipe.split_piece(TokenPiece(ids, "sentence", words), 20)  # two parts of at most 13
+    assert head.boundary == "word" and tail.boundary == "sentence"  # cut at the space after "sˈɪt"
+    assert head.token_ids + [pipe.vocab[" "]] + tail.token_ids == ids and len(head.token_ids) == 13
+    assert head.words == words[:3]
+    assert tail.words == (WordSpan(3, 0, 5), WordSpan(4, 7, 12)) and len(tail.token_ids) == 12

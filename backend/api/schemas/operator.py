@@ -17,13 +17,16 @@ class OperatorMemory(BaseModel):
 
 
 class OperatorCpu(BaseModel):
-    """The CPU quota found at start (backend/cpu_quota.py) and the threads chosen from it."""
+    """The CPU quota found at start (backend/cpu_quota.py), the threads chosen from it, the queue bounds (backend/limits.py)."""
 
     quota_cpus: float | None = Field(description="the cgroup's CPU quota in CPUs; null = no limit")
     affinity_cpus: int = Field(description="cores this worker may run on")
     cpus: float = Field(description="the smaller of the two: what the worker may keep busy")
     source: str = Field(description="where the quota was read")
     inference_threads: int = Field(description="threads of ONNX Runtime, torch and numpy's pools (INFERENCE_THREADS, 0 = from the quota)")
+    queue_timeout_s: float = Field(description="the longest a request waits to be admitted to a busy model (QUEUE_TIMEOUT_S, unset = from the quota)")
+    max_queue: int = Field(description="requests per model that may wait to be admitted (MAX_QUEUE)")
+    tts_admitted: int = Field(description="TTS requests admitted at once, taking turns piece by piece (TTS_ADMITTED)")
 
 
 class OperatorModel(BaseModel):

@@ -10,6 +10,12 @@ synthesis ahead of playback. Sentences are packed together while they fit, never
 paragraph or an explicit pause; a sentence too long for its piece is cut at its last clause mark
 that leaves at least half a piece, else between words (a giant word anywhere).
 
+While other requests take turns on the model (backend.pipelines.turns), a piece longer than
+TTS_CONTENDED_PIECE_TOKENS is cut again at its turn (`contended_cut`): into parts of about equal
+size, each at a sentence mark, else a clause mark, else between words, so whoever waits for the
+model waits for a short piece. Alone, a request keeps its full pieces (each model call also
+synthesises padding that the joins trim: fewer calls cost less).
+
 The boundary after a piece ("word", "clause", "sentence", "paragraph", "pause", "end") decides the
 silence joins.py puts there. Inline controls (markup.py) flow through here: a Pause is kept as
 its own item, an override's phonemes are spliced into its sentence without G2P.
@@ -26,6 +32,7 @@ from backend.pipelines.tts.words import WordTrack, own_all
 MAX_TOKENS = 510  # Kokoro's context is 512 positions: 510 phonemes plus the two pad tokens
 BOUNDARIES = ("word", "clause", "sentence", "paragraph", "pause", "end")
 CLAUSE_MARKS = ",;:—–"
+SENTENCE_MARKS = ".!?…"
 _TEXT_BREAK = re.compile(r"(\n[ \t]*\n\s*|\n+\s*|(?<=[.!?…。！？])\s+)")
 _SPACE_BEFORE_MARK = re.compile(r"\s+(?=[,.;:!?…])")
 
@@ -231,3 +238,30 @@ def _plan(units: list[tuple[str, str] | Pause], vocab: dict[str, int], limit: in
         if current:
             emit(current)
     return plan
+
+
+def contended_cut(ids: list[int], cap: int, space: int | None, marks: dict[int, str]) -> tuple[int, str] | None:
+    """Where to cut a piece of token `ids` longer than `cap` while others wait for the model: the index of a
+    space token and the boundary the head ends at; None when it fits, or has no space to cut at.
+
+    The piece is cut into about equal parts of at most `cap` (100 tokens with a cap of 40: 34, then the
+    rest cut again at its turn), the head ending at its last sentence mark ("sentence"), else clause mark
+    ("clause"), in the second half of its part, else at its last word ("word"). `marks` maps a mark's
+    token id to "sentence" or "clause".
+    """
+    if cap <= 0 or len(ids) <= cap or space is None:
+        return None
+    part = -(-len(ids) // -(-len(ids) // cap))  # ceil(len / parts), parts = ceil(len / cap)
+    spaces = [i for i in range(1, min(part, len(ids) - 1) + 1) if ids[i] == space]
+    for kind in ("sentence", "clause"):
+        found = [i for i in spaces if i >= part // 2 and marks.get(ids[i - 1]) == kind]
+        if found:
+            return found[-1], kind
+    return (spaces[-1], "word") if spaces else None
+
+
+def cut_marks(vocab: dict[str, int]) -> tuple[int | None, dict[int, str]]:
+    """The space's token id and the mark ids contended_cut cuts after, from a model's vocab."""
+    marks = {vocab[ch]: "sentence" for ch in SENTENCE_MARKS if ch in vocab}
+    marks.update({vocab[ch]: "clause" for ch in CLAUSE_MARKS if ch in vocab})
+    return vocab.get(" "), marks

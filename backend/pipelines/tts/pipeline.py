@@ -15,6 +15,7 @@ and grow. Phoneme input (input_type="phonemes") skips normalisation and G2P.
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +31,7 @@ from backend.pipelines.tts.g2p import Phonemizer, g2p_code, g2p_modules
 from backend.pipelines.tts.length import check_speech_length
 from backend.pipelines.tts.markup import Pause, Phonemes
 from backend.pipelines.tts.normalize import normalize
-from backend.pipelines.tts.pieces import Piece, plan_pieces
+from backend.pipelines.tts.pieces import Piece, contended_cut, cut_marks, plan_pieces
 from backend.pipelines.tts.voices import STYLE_WIDTH, VoiceBank, VoiceMix
 from backend.pipelines.tts.words import WordSpan, WordTime, WordTrack, align, own_each, token_spans, word_times
 from config import Settings
@@ -132,6 +133,7 @@ class KokoroPipeline(Pipeline):
         self.source = ""
         # The model's running slots, taken one piece at a time by the requests admitted to it (turns.py).
         self.turns = PieceTurns(settings.model_concurrency, settings.tts_turn_rule)
+        self._marks: tuple[int | None, dict[int, str]] | None = None  # the vocab's ids contended_cut cuts at
 
     def _load_phonemizer(self) -> None:
         self.phonemizer = Phonemizer(self.settings)
@@ -244,21 +246,32 @@ class KokoroPipeline(Pipeline):
 
     def _blocks(self, features: SpeechFeatures, times: list[WordTime] | None = None) -> Iterator[np.ndarray]:
         """Each piece's samples, trimmed and followed by its join's pause; with `times`, its words' times are
-        appended there, in the joined audio's samples (the trimmed start moves them, the trimmed end clips them)."""
+        appended there, in the joined audio's samples (the trimmed start moves them, the trimmed end clips them).
+        A contended turn (others take turns on the model) synthesises a long piece's head only (split_piece);
+        its tail is the next piece."""
         lengths, trimming = self.pause_lengths, self.settings.tts_trim_silence
-        pieces = [i for i, item in enumerate(features.plan) if isinstance(item, TokenPiece)]
-        last_piece, held, position = (pieces[-1] if pieces else -1), False, 0
-        ticket = self.turns.join(len(pieces))
+        items = deque(features.plan)
+        left = sum(isinstance(item, TokenPiece) for item in items)  # pieces still to synthesise
+        held, position = False, 0
+        ticket = self.turns.join(left)
         try:
-            for index, item in enumerate(features.plan):
+            while items:
+                item = items.popleft()
                 if isinstance(item, Pause):
                     block = joins.silence(item.seconds, SAMPLE_RATE_HZ)
                     position += len(block)
                     yield block
                     continue
-                style = features_style(features.style, len(item.token_ids))
-                held = index != last_piece
-                with self.turns.turn(ticket):  # one piece, then the next request waiting has its turn
+                with self.turns.turn(ticket) as contended:  # one piece, then the next request waiting has its turn
+                    if contended:
+                        item, tail = self.split_piece(item, self.settings.tts_contended_piece_tokens)
+                        if tail is not None:
+                            items.appendleft(tail)
+                            self.turns.split(ticket)
+                            left += 1
+                    left -= 1
+                    held = left > 0
+                    style = features_style(features.style, len(item.token_ids))
                     if times is None:
                         audio, durations = self._synthesize(item.token_ids, style, features.speed, last=not held), None
                     else:
@@ -277,6 +290,21 @@ class KokoroPipeline(Pipeline):
             self.turns.leave(ticket)  # a closed stream (client gone) frees its place at this piece boundary
             if held:  # the stream was closed before its last piece (client gone)
                 self._release()
+
+    def split_piece(self, piece: TokenPiece, cap: int) -> tuple[TokenPiece, TokenPiece | None]:
+        """A piece longer than `cap` tokens cut in two at pieces.contended_cut (head, tail); else (piece, None)."""
+        if self._marks is None:
+            self._marks = cut_marks(self.vocab)
+        at = contended_cut(piece.token_ids, cap, *self._marks)
+        if at is None:
+            return piece, None
+        index, boundary = at
+        head = TokenPiece(piece.token_ids[:index], boundary,
+                          tuple(span for span in piece.words if span.stop <= index))
+        tail = TokenPiece(piece.token_ids[index + 1:], piece.boundary,
+                          tuple(WordSpan(span.word, span.first - index - 1, span.stop - index - 1)
+                                for span in piece.words if span.first > index))
+        return head, tail
 
     def postprocess(self, raw: SpeechBlocks) -> Speech:
         """Encoded audio: one piece whole, in one container with exact sizes in its header; several
