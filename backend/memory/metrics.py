@@ -6,6 +6,7 @@ process's own registry is served (Flask dev server, tests). backend/api/metrics.
 """
 from __future__ import annotations
 
+import glob
 import os
 from typing import Any
 
@@ -65,11 +66,29 @@ def mark_process_dead(pid: int) -> None:
         multiprocess.mark_process_dead(pid)
 
 
+class _WrittenFilesCollector(multiprocess.MultiProcessCollector):
+    """prometheus_client's collector over the files that have been written to, not those being created."""
+
+    def collect(self):
+        # A worker that is starting (after a recycle) creates its file and sizes it in two steps: a
+        # scrape in between finds 0 bytes and the library's reader raises struct.error, failing the
+        # whole /metrics answer (prometheus/client_python#1199). A 0-byte file holds no sample yet.
+        files = [path for path in glob.glob(os.path.join(self._path, "*.db")) if _has_bytes(path)]
+        return self.merge(files, accumulate=True)
+
+
+def _has_bytes(path: str) -> bool:
+    try:
+        return os.path.getsize(path) > 0
+    except FileNotFoundError:  # a dead worker's live gauges, removed since the glob
+        return False
+
+
 def exposition() -> bytes:
     """Every metric in Prometheus' text format, summed over all workers in multiprocess mode."""
     if os.environ.get(_MULTIPROC_ENV):
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        _WrittenFilesCollector(registry)
     else:
         from prometheus_client import REGISTRY as registry
     return generate_latest(registry)
