@@ -2,6 +2,7 @@
 that becomes servable while the server runs, without a restart."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import subprocess
@@ -15,6 +16,7 @@ import pytest
 from backend.catalog import pipeline_class
 from backend.provision import progress, runner
 from config import Settings
+from scripts import speech_clips
 from tests.conftest import ROOT
 
 WAIT_S = 120
@@ -131,8 +133,18 @@ def test_nothing_to_do_when_every_model_is_servable(make_settings, tmp_path) -> 
 @pytest.mark.filterwarnings("ignore:At least one mel filter has all zero values")
 def test_language_becomes_servable_without_a_restart(make_app, tmp_path, whisper_checkpoint) -> None:
     """The real command (scripts/fetch_models.py, a tiny checkpoint as WHISPER_MODEL) in its own process, beside
-    an app that answered 503 for language before and 200 after, the same app object."""
+    an app that answered 503 for language before and 200 after, the same app object.
+
+    The export's fp32/int8 decision clips are already cached in MODEL_DIR/speech-clips, as a second export
+    finds them: spoken by espeak-ng here, in the Kokoro plan's languages and texts (Kokoro would take
+    minutes to speak them, and a tiny random Whisper's decision means nothing either way)."""
     pytest.importorskip("torch")
+    if not speech_clips.espeak_available():
+        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
+    espeak_voice = {"en": "en-us", "es": "es", "fr": "fr-fr", "it": "it", "pt": "pt-br", "hi": "hi"}
+    speech_clips.cached_clips(tmp_path / "models" / "speech-clips" / "kokoro", speech_clips.kokoro_plan(),
+                              lambda: lambda clip: speech_clips.espeak_speak(
+                                  dataclasses.replace(clip, voice=espeak_voice[clip.language])))
     app = make_app(enabled_models="tts,language", memory_budget_mb=16384, onnx_dir=tmp_path / "onnx",
                    state_dir=tmp_path / "state", whisper_model=str(whisper_checkpoint))
     client = app.test_client()
