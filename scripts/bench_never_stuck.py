@@ -109,7 +109,7 @@ def _served_or_recycled(url: str, name: str, kind: str, real: bool, clips: dict[
         "application/json") else {}
     if response.status_code == 503 and error.get("recycling"):
         tally["recycles"] += 1
-        deadline = time.monotonic() + timeout_s
+        deadline, retry = time.monotonic() + timeout_s, response
         while time.monotonic() < deadline:
             time.sleep(float(response.headers.get("Retry-After", "1")))
             retry = _request(url, name, kind, real, clips, timeout_s, disconnect)
