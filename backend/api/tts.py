@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Iterator
+from dataclasses import replace
 
 from flask import Blueprint, Response, current_app, jsonify
 
@@ -72,6 +73,8 @@ def _speak(parsed: SpeechRequest, stream: bool = True) -> Response:
     registry.require_available("tts")  # 503 before anything is looked up, built or evicted
     settings = current_app.config["SETTINGS"]
     request = installed_voice(parsed, settings, installed_voices(settings))
+    if not stream:  # one file: planned without a short first piece (fewer model calls)
+        request = replace(request, whole=True)
     # Sized later: the pieces, and so the longest one (what the activations grow with), come from the
     # loaded model's G2P; room for them is made after preprocess, before the model runs.
     lease = registry.lease("tts", sized_later=True)

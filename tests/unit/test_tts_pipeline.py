@@ -75,3 +75,16 @@ def test_untrimmed_joins_keep_the_models_padding(pipe) -> None:
     pipe.settings = build_settings(prometheus_multiproc_dir=None, tts_trim_silence=False)
     features = pipe.preprocess(validate_request(pipe.settings, text="One. [pause:0.5s] Two.", fmt="wav"))
     assert seconds(pipe.run(features).blocks) == [1.45, 0.5, 1.45]
+
+
+def test_an_answer_sent_whole_is_planned_without_a_short_first_piece() -> None:
+    from dataclasses import replace
+
+    pipeline = ScriptedKokoro(build_settings(prometheus_multiproc_dir=None, tts_first_piece_tokens=16))
+    pipeline.load()
+    request = validate_request(pipeline.settings, text="The kettle is on, come and sit down by the fire.", fmt="wav")
+    streamed = pipeline.preprocess(request)
+    whole = pipeline.preprocess(replace(request, whole=True))
+    assert len(streamed.plan) == 2  # a short first piece for the listener who hears it early
+    assert len(whole.plan) == 1  # one file: nobody does, so one model call
+    assert len(whole.plan[0].token_ids) == sum(len(piece.token_ids) for piece in streamed.plan) + 1  # + the space

@@ -134,7 +134,7 @@ def test_the_onnx_pipeline_times_words_without_changing_its_audio(make_settings)
         assert pipe.timed
         text = "The kettle is on, come and sit down. [pause:0.3s] We will talk about the weather, and the sea."
         request = validate_request(settings, text=text, fmt="wav", speed=1.2)
-        plain = b"".join(pipe(request).content)  # streamed: several pieces
+        plain = b"".join(pipe(replace(request, whole=True)).content)  # several pieces, planned as for one file
         timed = pipe(replace(request, timed=True))
         import io
 
@@ -142,7 +142,7 @@ def test_the_onnx_pipeline_times_words_without_changing_its_audio(make_settings)
 
         audio, rate = soundfile.read(io.BytesIO(timed.content), dtype="float32")
         streamed, _ = soundfile.read(io.BytesIO(plain), dtype="float32")
-        assert np.array_equal(audio, streamed)  # captions change nothing in the audio
+        assert np.array_equal(audio, streamed)  # captions change nothing in the audio sent whole
         assert [w.word for w in timed.words] == written_words(text.replace("[pause:0.3s]", ""))
         starts = [w.start_time for w in timed.words]
         assert starts == sorted(starts) and all(w.start_time < w.end_time <= len(audio) / rate for w in timed.words)

@@ -87,7 +87,7 @@ def test_words_are_placed_where_they_are_heard_inside_the_kept_audio() -> None:
     times = word_times(spans, durations, offset=0, cut=2 * frame, length=12 * frame, early=3 * frame)
     assert times == [WordTime(0, 0, 4 * frame), WordTime(1, 5 * frame, 10 * frame)]  # 3 frames earlier, from 0
     squeezed = word_times([WordSpan(0, 0, 1)], [4, 1, 1], offset=0, cut=2 * frame, length=3 * frame, early=4 * frame)
-    assert squeezed == [WordTime(0, 0, 1)]  # never empty
+    assert squeezed == [WordTime(0, 0, frame)]  # moved before the kept audio: starts with it, keeps its length
 
 
 def test_a_word_cut_across_pieces_is_one_caption() -> None:

@@ -53,6 +53,7 @@ class SpeechRequest:
     normalize: bool = True  # numbers, money, dates, addresses into words before G2P
     input_type: str = "text"  # or "phonemes": Kokoro phonemes, no normalisation or G2P
     timed: bool = False  # word start/end times too (captions); the audio is then returned whole
+    whole: bool = False  # answered as one file (`stream: false`): nobody hears the first piece early
 
 
 @dataclass(frozen=True)
@@ -212,8 +213,11 @@ class KokoroPipeline(Pipeline):
                 label = lambda text, phonemes: own_each(phonemes, track)  # noqa: E731
             else:
                 label = lambda text, phonemes: align(text, phonemes, track, phonemize)  # noqa: E731
+        # A short first piece only serves a listener who hears it early: an answer sent whole (one file, or
+        # captions) is planned without one, so it is fewer model calls, each with its own padding to synthesise.
+        first_limit = 0 if request.whole or request.timed else self.settings.tts_first_piece_tokens
         plan = plan_pieces(segments, phonemize, self.vocab, limit=self.settings.tts_piece_tokens,
-                           first_limit=self.settings.tts_first_piece_tokens, track=track, label=label)
+                           first_limit=first_limit, track=track, label=label)
         pieces = [item for item in plan if isinstance(item, Piece)]
         if not any(ch.isalpha() for piece in pieces for ch in piece.phonemes):  # nothing to say
             raise BadRequest("the text has nothing to speak (no pronounceable words)", field="input")

@@ -194,5 +194,8 @@ def word_times(spans: Sequence[WordSpan], durations: Sequence[float], offset: in
     times = []
     for s in spans:
         start = place(edges[s.first + 1])
-        times.append(WordTime(s.word, start, max(place(edges[s.stop + 1]), min(start + 1, offset + length))))
+        end = place(edges[s.stop + 1])
+        if end <= start:  # moved wholly before the kept audio ("The" at speed 1.2): starts with it, keeps its length
+            end = min(start + max(edges[s.stop + 1] - edges[s.first + 1], 1), offset + length)
+        times.append(WordTime(s.word, start, max(end, min(start + 1, offset + length))))
     return times
