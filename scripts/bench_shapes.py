@@ -29,9 +29,11 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import signal
 import socket
 import statistics
 import subprocess
+import sys
 import threading
 import time
 import wave
@@ -213,7 +215,8 @@ def run_shape(args: argparse.Namespace, cpus: float, redis_url: str, port: int) 
     base = f"http://127.0.0.1:{port}"
     env = {**render_env(ROOT / "render.yaml"), "PORT": str(port), "REDIS_URL": redis_url, "API_KEYS": API_KEY,
            "ADMIN_API_KEYS": "bench-admin"}
-    command = ["podman", "run", "-d", "--runtime", "runc", "--network", "host", "--memory", args.memory,
+    name = f"{args.name_prefix}-{cpus:g}cpu-{int(time.time())}"
+    command = ["podman", "run", "-d", "--name", name, "--runtime", "runc", "--network", "host", "--memory", args.memory,
                "--memory-swap", args.memory, "--cpus", str(cpus), "--ulimit", "nofile=20000:20000",
                "--ulimit", "nproc=4096:4096"]
     for key, value in env.items():
@@ -310,10 +313,12 @@ def main() -> None:
     parser.add_argument("--wait-s", type=float, default=300, help="longest wait for /health and /ready")
     parser.add_argument("--code-from", default=None, help="a checkout whose backend/ and configs replace the image's")
     parser.add_argument("--label", default="after")
+    parser.add_argument("--name-prefix", default="bench-shapes", help="the containers' names start with this")
     parser.add_argument("--keep-logs", default=None, help="folder for each container's log")
     parser.add_argument("--port-base", type=int, default=0,
                         help="Redis on this port, the containers on the next ones (a range of your own); 0 = free ports")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a stopped run still removes its container and Redis
     redis_port = args.port_base or free_port()
     redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
                               "--appendonly", "no"], stdout=subprocess.DEVNULL)
