@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
 
+from backend.provision import progress
 from backend.registry import Estimate, ModelSpec
+from backend.registry.readiness import CachedAvailability
 from config import Settings
 
 if TYPE_CHECKING:  # typing only: the catalog imports pipeline modules by name
@@ -112,17 +114,26 @@ def import_cost_mb(modules: tuple[str, ...], *, fresh: bool = False) -> float:
                if fresh or module not in sys.modules)
 
 
-def estimate(family: Family, backend: str, settings: Settings) -> Estimate:
-    """What building this family's model is expected to add now, before it was measured."""
+def estimate(family: Family, backend: str, settings: Settings,
+             available: Callable[[], Availability] | None = None) -> Estimate:
+    """What building this family's model is expected to add now, before it was measured.
+
+    `available`: the spec's availability check (remembered, backend.registry.readiness); None = check now.
+    """
     cls = pipeline_class(family.name, backend)
     modules = cls.runtime_modules(settings)
-    return Estimate(weights_mb=cls.availability(settings).weights_mb, allowance_mb=family.allowance_mb[backend],
+    found = available() if available is not None else cls.availability(settings)
+    return Estimate(weights_mb=found.weights_mb, allowance_mb=family.allowance_mb[backend],
                     imports_mb=import_cost_mb(modules), fresh_imports_mb=import_cost_mb(modules, fresh=True))
 
 
-def cost_key(family: Family, backend: str, settings: Settings) -> str:
-    """What measurements of this model are shared under: family, backend, model files, cost settings."""
-    availability = _availability(family.name, backend, settings)
+def cost_key(family: Family, backend: str, settings: Settings,
+             available: Callable[[], Availability] | None = None) -> str:
+    """What measurements of this model are shared under: family, backend, model files, cost settings.
+
+    `available`: the spec's availability check (remembered, backend.registry.readiness); None = check now.
+    """
+    availability = available() if available is not None else _availability(family.name, backend, settings)
     knobs = ",".join(f"{name}={getattr(settings, name)}" for name in family.cost_settings)
     return f"{family.name}/{backend}/{availability.identity or availability.source}/{knobs}"
 
@@ -148,14 +159,16 @@ def model_specs(settings: Settings) -> list[ModelSpec]:
     for family in FAMILIES:
         backend = settings.backend_for(family.name)
         factory: Callable[[], Pipeline] = partial(_build, family.name, backend, settings)
+        available = CachedAvailability(partial(_availability, family.name, backend, settings),
+                                       stamp=partial(progress.stamp, settings))
         specs.append(ModelSpec(
-            name=family.name, factory=factory, estimate=partial(estimate, family, backend, settings),
+            name=family.name, factory=factory, estimate=partial(estimate, family, backend, settings, available),
             enabled=settings.model_enabled(family.name), pinned=family.name in settings.preload_models,
             description=f"{family.description} ({backend})", max_concurrency=settings.model_concurrency,
             admitted=settings.tts_admitted if family.name == "tts" else 0,  # TTS takes turns by piece
-            availability=partial(_availability, family.name, backend, settings),
+            availability=available,
             import_runtime=partial(_import_runtime, family.name, backend, settings),
-            cost_key=partial(cost_key, family, backend, settings),
+            cost_key=partial(cost_key, family, backend, settings, available),
             runs_elsewhere=_runs_elsewhere(family.name, settings),
             size_unit=REQUEST_SIZE_UNITS.get(family.name, ""),
             size_cap=settings.tts_piece_tokens if family.name == "tts" else None))

@@ -7,6 +7,11 @@ model with STRICT_READINESS (Triton's --strict-readiness), and the pinned models
 model being provisioned beside the server (backend/provision) shows `provisioning` {stage, percent} and
 holds readiness only when required. `GET /ready/<model>` answers for one model (Triton's
 /v2/models/<name>/ready): 200 when it is servable, else 503, with the same body fields.
+
+Probes are polled every few seconds for the life of the service, and on a 0.1 CPU box their CPU is
+the synthesis's: each model's availability is remembered (backend/registry/readiness.py:
+CachedAvailability, checked again when provisioning writes or the model's state changes), the
+service's memory is read once per /ready, and /health reads nothing (docs/BENCHMARKS.md, issue 26).
 """
 from __future__ import annotations
 
@@ -59,17 +64,16 @@ def _rows() -> list[dict[str, Any]]:
 
 
 def _body(status: str, rows: list[dict[str, Any]], required: Collection[str]) -> dict[str, Any]:
-    registry = get_registry()
     names = {row["name"] for row in rows}
     return {
         "status": status,
         "required": [name for name in required if name in names],
         "models": {row["name"]: {k: v for k, v in row.items() if k != "name"} for row in rows},
-        "loaded": [m["name"] for m in registry.snapshot() if m["state"] == "loaded" and m["name"] in names],
+        "loaded": [row["name"] for row in rows if row["state"] == "loaded"],
         "unservable": [row["name"] for row in rows if row["enabled"] and not row["servable"]
                        and not row.get("provisioning")],
         "provisioning": [row["name"] for row in rows if row.get("provisioning")],
-        "memory": registry.budget_status(),
+        "memory": get_registry().budget_status(),  # the service's memory, read once
     }
 
 

@@ -52,9 +52,13 @@ def on_registry_event(event: str, model: str, facts: dict[str, Any]) -> None:
         WORKER_RECYCLES.labels("memory_retained", model).inc()
 
 
+def observe_latency(endpoint: str, method: str, status: int, seconds: float) -> None:
+    REQUEST_LATENCY.labels(endpoint, method, str(status)).observe(seconds)
+
+
 def observe_request(endpoint: str, method: str, status: int, seconds: float, rss_bytes: float,
                     service_bytes: float, budget_bytes: float) -> None:
-    REQUEST_LATENCY.labels(endpoint, method, str(status)).observe(seconds)
+    observe_latency(endpoint, method, status, seconds)
     PROCESS_RSS.set(rss_bytes)
     SERVICE_MEMORY.set(service_bytes)
     BUDGET.set(budget_bytes)

@@ -1,7 +1,11 @@
 """Per-request memory log: RSS before/after, delta and percent of budget in one structured line.
 
 The line is written when the response is closed, so a streamed TTS response is measured after
-its last byte, not when its headers leave.
+its last byte, not when its headers leave. Probes (/health, /ready, /ready/<model>: the `health` and
+`ready` blueprints) touch no model and allocate nothing worth a line: they are timed for the
+latency metric and read no memory (the service's memory outside a cgroup is the process tree's
+PSS, ~9 CPU-ms a reading on a busy box: most of what a /health cost; Gunicorn's access log still
+lists them).
 """
 from __future__ import annotations
 
@@ -29,13 +33,22 @@ def init_app(app: Flask) -> None:
     app.after_request(_after)
 
 
+PROBE_BLUEPRINTS = frozenset({"health", "ready"})  # backend/api/health.py
+
+
 def _before() -> None:
     g.started = time.perf_counter()
-    g.rss_before_mb = readings.rss_mb()
+    if request.blueprint not in PROBE_BLUEPRINTS:
+        g.rss_before_mb = readings.rss_mb()
 
 
 def _after(response: Response) -> Response:
     if "started" not in g:  # a request that failed before our hook ran
+        return response
+    if "rss_before_mb" not in g:  # a probe: its latency only
+        started, endpoint, method = g.started, request.url_rule.rule, request.method
+        status = response.status_code
+        response.call_on_close(lambda: metrics.observe_latency(endpoint, method, status, time.perf_counter() - started))
         return response
     registry = get_registry()
     started, rss_before = g.started, g.rss_before_mb

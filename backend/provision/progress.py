@@ -29,6 +29,18 @@ def path_for(settings: Settings, model: str) -> Path:
     return folder(settings) / f"{model}.json"
 
 
+def stamp(settings: Settings) -> tuple[tuple[str, int, int], ...]:
+    """What the progress files are now, cheaply: (name, inode, mtime ns) of each. Every write()
+    renames a new file into place (a new inode), so a cached answer keyed on this is checked again
+    when provisioning starts, moves on or ends (backend.registry.readiness.CachedAvailability)."""
+    try:
+        with os.scandir(folder(settings)) as entries:
+            return tuple(sorted((entry.name, entry.inode(), entry.stat().st_mtime_ns) for entry in entries
+                                if entry.name.endswith(".json")))
+    except OSError:
+        return ()
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

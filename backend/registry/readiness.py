@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
 from backend.memory import readings
@@ -21,22 +22,86 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def availability(spec: ModelSpec) -> Availability:
-    """Whether `spec` can be served, from its files alone; a check that fails says so instead of raising."""
+class CachedAvailability:
+    """A model's availability check, remembered until something that can change its answer happens.
+
+    The check reads the disk and the installed packages (importlib's find_spec over the runtime's
+    modules, the model files): ~1,700 find_spec calls for every model, most of a /ready's ~50
+    CPU-ms, and /ready, the snapshot and each admission's cost key all ask (docs/BENCHMARKS.md,
+    issue 26: what a probe costs). Its answer changes when:
+    - provisioning, beside the server, writes a model's progress file: `stamp()` is that folder's
+      mtime, which every write changes (each file is renamed into place), so the next call after
+      provisioning starts or finishes checks again;
+    - the registry says a model's state changed (loaded, unloaded, evicted, refused, found
+      unavailable, a build failed): `forget()`;
+    - a request asks for a model remembered as not servable: `availability(spec, recheck_missing=True)`
+      checks again, so weights copied in by hand serve the next request without a restart.
+    No timer: an answer is kept as long as none of these happens.
+    """
+
+    def __init__(self, check: Callable[[], Availability], stamp: Callable[[], Hashable] = lambda: None) -> None:
+        self._check, self._stamp = check, stamp
+        self._lock = threading.Lock()
+        self._kept: tuple[Hashable, Availability] | None = None  # (stamp when checked, answer)
+        self._generation = 0  # forget() bumps it: an answer checked before is not kept
+
+    def __call__(self) -> Availability:
+        stamp = self._stamp()  # before the check: a write during it makes the next call check again
+        with self._lock:
+            kept, generation = self._kept, self._generation
+        if kept is not None and kept[0] == stamp:
+            return kept[1]
+        answer = self._check()
+        with self._lock:
+            if generation == self._generation:
+                self._kept = (stamp, answer)
+        return answer
+
+    def forget(self) -> None:
+        with self._lock:
+            self._kept, self._generation = None, self._generation + 1
+
+
+def availability(spec: ModelSpec, *, recheck_missing: bool = False) -> Availability:
+    """Whether `spec` can be served, from its files alone; a check that fails says so instead of raising.
+
+    `recheck_missing`: an answer remembered as not servable is checked again (a request's path).
+    """
     if spec.availability is None:
         return Availability(servable=True)
     try:
-        return spec.availability()
+        found = spec.availability()
+        if recheck_missing and not found.servable and isinstance(spec.availability, CachedAvailability):
+            spec.availability.forget()
+            found = spec.availability()
+        return found
     except Exception as exc:  # a broken check must not take the service down: say so instead
         logger.exception("availability check of %s failed", spec.name)
         return Availability.missing(f"availability check failed: {exc}", "see the server log")
 
 
+def forget_availability(spec: ModelSpec) -> None:
+    """Check `spec`'s availability again at the next call (its state changed)."""
+    if isinstance(spec.availability, CachedAvailability):
+        spec.availability.forget()
+
+
+_master_pss_mb: dict[int, float] = {}  # the master's PSS, read once per master (by pid) in this worker
+
+
 def idle_baseline_mb(memory: readings.ServiceMemory, boot_pss_mb: float | None, workers: int) -> float:
-    """What the service holds with nothing loaded: the master and every worker at this worker's boot size."""
+    """What the service holds with nothing loaded: the master and every worker at this worker's boot size.
+
+    The master's PSS is read once: it holds no model, and what moves it after a worker's boot (the
+    sharing of its pages with workers) is a few MB, not worth a smaps read at every probe.
+    """
     if boot_pss_mb is not None:
         master = memory.root_pid
-        return (readings.pss_mb(master) if master != os.getpid() else 0.0) + workers * boot_pss_mb
+        if master == os.getpid():
+            return workers * boot_pss_mb
+        if master not in _master_pss_mb:
+            _master_pss_mb[master] = readings.pss_mb(master)
+        return _master_pss_mb[master] + workers * boot_pss_mb
     return memory.used_mb()  # not a Gunicorn worker (tests, flask run): what the process holds now
 
 

@@ -84,6 +84,7 @@ class ModelRegistry:
         self.listeners = Listeners()
         self.events = EventLog()  # recent events for the operator panel (GET /api/operator)
         self.subscribe(self.events.record)
+        self.subscribe(self._forget_availability)  # a state change: check the model's files again
         self.meter = Meter(self.costs)
         self.slots = Slots(self.policy)
         self.lifecycle = Lifecycle(self.policy, bump_epoch=self.meter.bump, emit=self.listeners.emit,
@@ -107,6 +108,11 @@ class ModelRegistry:
     def subscribe(self, listener: EventListener) -> None:
         """Call listener(event, model, facts) on load, unload, evict and refuse."""
         self.listeners.subscribe(listener)
+
+    def _forget_availability(self, event: str, name: str, facts: dict[str, Any]) -> None:
+        handle = self.lifecycle.handles.get(name)
+        if handle is not None:
+            report.forget_availability(handle.spec)
 
     @property
     def names(self) -> list[str]:
@@ -236,7 +242,7 @@ class ModelRegistry:
         handle = self._handle_or_404(name)
         if not handle.spec.enabled:
             raise ModelDisabled(f"model {name!r} is disabled by configuration", model=name)
-        availability = report.availability(handle.spec)
+        availability = report.availability(handle.spec, recheck_missing=True)
         if not availability.servable:
             self.listeners.emit("unavailable", name)
             raise ModelUnavailable(f"model {name!r} cannot be served: {availability.reason}; to fix: {availability.fix}",
@@ -315,7 +321,11 @@ class ModelRegistry:
             need = need_now()  # the figure just admitted (the locks are held)
             if not admission.fits:
                 self.gate.refuse(handle, need, admission)
-            pipeline, before_rss, after_rss = self.meter.build(handle)
+            try:
+                pipeline, before_rss, after_rss = self.meter.build(handle)
+            except Exception:
+                report.forget_availability(handle.spec)  # its files may be what failed: check them again
+                raise
             # Loaded (and in use) before the locks go: the next admission, here or in another worker,
             # must see it as a model it can wait for or evict, not as memory nobody owns.
             self.lifecycle.mark_loaded(handle, pipeline, hold=hold, admitted=_room_left(need, handle.measured_mb))

@@ -146,10 +146,22 @@ def test_metrics_expose_memory_budget_models_and_latency(make_app):
 def test_request_log_line_has_memory_against_budget(make_app, caplog):
     client = make_app().test_client()
     with caplog.at_level("INFO", logger="backend.requests"):
-        client.get("/health").close()
+        client.get("/openapi.json").close()
     line = next(r.getMessage() for r in caplog.records if r.name == "backend.requests")
     for key in ("rss_before_mb=", "rss_after_mb=", "delta_mb=", "budget_mb=512", "budget_pct="):
         assert key in line
+
+
+def test_a_probe_reads_no_memory_and_is_timed(make_app, caplog):
+    """Issue 26: a probe's memory line read the service's memory (the process tree's PSS outside a cgroup)."""
+    app = make_app(admin_api_keys="secret")
+    client = app.test_client()
+    with caplog.at_level("INFO", logger="backend.requests"):
+        for path in ("/health", "/ready", "/ready/tts"):
+            client.get(path).close()
+    assert [r for r in caplog.records if r.name == "backend.requests"] == []
+    text = client.get("/metrics", headers=ADMIN).get_data(as_text=True)
+    assert 'speech_api_request_seconds_count{endpoint="/health",method="GET",status="200"}' in text
 
 
 def test_high_memory_is_logged_as_warning_then_error(make_app, caplog):
@@ -161,7 +173,7 @@ def test_high_memory_is_logged_as_warning_then_error(make_app, caplog):
         registry.budget_mb = budget
         caplog.clear()
         with caplog.at_level("INFO", logger="backend.requests"):
-            client.get("/health").close()
+            client.get("/openapi.json").close()
         assert [r.levelname for r in caplog.records if r.name == "backend.requests"] == [level]
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from backend.api.health import verdict
 from backend.provision import progress
+from backend.registry import get_registry
 
 
 def row(name: str, servable: bool, provisioning: dict | None = None) -> dict:
@@ -82,3 +83,26 @@ def test_a_provisioning_whose_process_is_gone_reads_as_interrupted(make_app) -> 
     assert body["provisioning"] == [] and body["unservable"] == ["language"]
     assert body["models"]["language"]["last_provisioning"]["state"] == "interrupted"
 
+
+
+def test_readiness_is_remembered_until_provisioning_writes_and_a_request_checks_a_missing_model_again(make_app) -> None:
+    """Issue 26: a probe no longer scans every model's files and packages; provisioning's end is seen."""
+    app = make_app(memory_budget_mb=16384, enabled_models="tts,language")
+    settings = app.config["SETTINGS"]
+    client = app.test_client()
+    assert client.get("/ready/language").json["status"] == "unservable"
+    export = settings.onnx_root / "whisper"
+    export.mkdir(parents=True)
+    (export / "model.onnx").write_bytes(b"onnx")
+    (export / "meta.json").write_text("{}")
+    assert client.get("/ready/language").json["status"] == "unservable"  # remembered: nothing said it changed
+    progress.write(settings, "language", state="done", stage="done", percent=100.0)  # provisioning ends
+    assert client.get("/ready/language").status_code == 200
+    (export / "model.onnx").unlink()
+    (export / "meta.json").unlink()
+    progress.write(settings, "language", state="failed", reason="removed")
+    assert client.get("/ready/language").json["status"] == "unservable"
+    (export / "model.onnx").write_bytes(b"onnx")  # copied in by hand: no provisioning
+    (export / "meta.json").write_text("{}")
+    get_registry(app).require_available("language")  # a request's check reads the disk again
+    assert client.get("/ready/language").status_code == 200
