@@ -6,16 +6,23 @@ In one process with the real ONNX Kokoro (packaged int8), threads play the clien
 - `round_robin`, `shortest`: backend.pipelines.turns hands out the slot one piece at a time, full pieces;
 - `landed`: `shortest` as it landed first (c119191..7bab1dd): its guard kept every overtaken request's
   count, so each long request waiting went before the next short one; full pieces;
-- `cutN` (e.g. cut40): `shortest` with today's guard and TTS_CONTENDED_PIECE_TOKENS=N (cut0: never cut).
+- `cutN` (e.g. cut40): `shortest` with today's guard, every contended turn (another request admitted, or one
+  ran since this one's last) cuts its piece to N tokens (8268f98..62d35fd; cut0: never cut);
+- `lessN`: cut to N only when it helps someone (turns.cut_helps, the rule today): another admitted request
+  has less work left than this piece, or one that did ran since this one's last turn;
+- `lessnowN`: the same without the memory (only requests admitted at this turn count);
+- `shortN`: cut when another admitted request, or one that ran since, has at most SHORT_PIECES pieces left.
 For 0, 1 and 3 long texts streaming (each consumer takes blocks as fast as they come), short requests
-("The kettle is on, come and sit down.") are sent one after another; and a long text alone. Figures:
+("The kettle is on, come and sit down.") are sent one after another; and long texts alone (--longs-alone:
+long streams among themselves). Figures:
 short latency p50/p95 (submit -> whole audio) in wall seconds and in service CPU-seconds (the process's
 CPU time between a request's submit and its last audio: with 1 inference thread and the model the only
 consumer, what the box did for everyone meanwhile, whatever the load of the machine), refusals, the
 long requests' total time and longest gap between two audio blocks, and throughput (audio seconds per
 wall second, and per CPU-second: the load-independent one).
 
-    python -m scripts.bench_tts_fair --shorts 5 --long-chars 500 --variants landed,cut0,cut24,cut40
+    python -m scripts.bench_tts_fair --shorts 4 --long-chars 300 --longs 0,1,3 --longs-alone 3 \
+        --variants cut0,cut24,less24,lessnow24,short24
     python -m scripts.bench_tts_fair joins --whisper CT2_DIR --caps 0,24,40   # cut pieces: silences, CER
 """
 from __future__ import annotations
@@ -33,7 +40,7 @@ import numpy as np
 from backend.api.schemas.tts import validate_request
 from backend.pipelines.tts.kokoro_onnx import KokoroOnnxPipeline
 from backend.pipelines.tts.pipeline import SAMPLE_RATE_HZ
-from backend.pipelines.turns import PieceTurns, Ticket
+from backend.pipelines.turns import SHORT_PIECES, PieceTurns, Ticket
 from config import build_settings
 
 SHORT = "The kettle is on, come and sit down."
@@ -47,6 +54,32 @@ class LandedTurns(PieceTurns):
     def _passed(self, ticket: Ticket) -> None:
         for other in self._waiting:
             other.overtaken += other.asked < ticket.asked
+
+
+class AlwaysTurns(PieceTurns):
+    """`cutN`: every contended turn cuts (another request admitted, or one ran since this one's last)."""
+
+    def _cut_helps(self, ticket: Ticket) -> bool:
+        return len(self._joined) > 1 or ticket.seen is not None
+
+
+class NowTurns(PieceTurns):
+    """`lessnowN`: cut when a request admitted now has less work left than this piece (no memory of who ran)."""
+
+    def _cut_helps(self, ticket: Ticket) -> bool:
+        return any(other.work < ticket.piece for other in self._joined if other is not ticket)
+
+
+class FewPiecesTurns(PieceTurns):
+    """`shortN`: cut when another admitted request, or one that ran since this one's last, has few pieces left
+    (`seen` holds pieces here, not tokens)."""
+
+    def _cut_helps(self, ticket: Ticket) -> bool:
+        left = [other.remaining for other in self._joined if other is not ticket]
+        return any(n <= SHORT_PIECES for n in (left if ticket.seen is None else [*left, ticket.seen]))
+
+    def _ran(self, ticket: Ticket, left: int) -> None:
+        super()._ran(ticket, ticket.remaining)
 
 
 class Slot:
@@ -95,14 +128,18 @@ def one_request(pipe: KokoroOnnxPipeline, text: str, slot: Slot | None, record: 
 
 def use(pipe: KokoroOnnxPipeline, variant: str) -> None:
     """Set the pipeline's turns and contended piece size for `variant` (module docstring)."""
-    cap = int(variant[3:]) if variant.startswith("cut") else 0
+    kind = variant.rstrip("0123456789")
+    cap = int(variant[len(kind):]) if kind in CUT_RULES else 0
     pipe.settings = pipe.settings.model_copy(update={"tts_contended_piece_tokens": cap})
     if variant in ("round_robin", "shortest"):
         pipe.turns = PieceTurns(1, variant)
     elif variant == "landed":
         pipe.turns = LandedTurns(1, "shortest")
-    elif variant.startswith("cut"):
-        pipe.turns = PieceTurns(1, "shortest")
+    else:
+        pipe.turns = CUT_RULES[kind](1, "shortest")
+
+
+CUT_RULES = {"cut": AlwaysTurns, "less": PieceTurns, "lessnow": NowTurns, "short": FewPiecesTurns}
 
 
 def scenario(pipe: KokoroOnnxPipeline, variant: str, longs: int, shorts: int, long_text: str,
@@ -140,9 +177,11 @@ def scenario(pipe: KokoroOnnxPipeline, variant: str, longs: int, shorts: int, lo
             "long_total_s": round(max((r.get("latency_s", 0) for r in long_records), default=0), 1),
             "long_total_cpu_s": round(max((r.get("service_cpu_s", 0) for r in long_records), default=0), 1),
             "long_pieces": max((r.get("pieces", 0) for r in long_records), default=0),
+            "model_calls": sum(r.get("pieces", 0) for r in short_records + long_records),
             "long_longest_gap_s": round(max((r.get("longest_gap_s", 0) for r in long_records), default=0), 2),
             "long_longest_gap_cpu_s": round(max((r.get("longest_gap_cpu_s", 0) for r in long_records), default=0), 2),
             "throughput": round(audio / wall, 3), "audio_per_cpu_s": round(audio / cpu, 3),
+            "cpu_per_audio_s": round(cpu / audio, 3) if audio else None, "audio_s": round(audio, 1),
             "wall_s": round(wall, 1), "cpu_s": round(cpu, 1)}
 
 
@@ -180,9 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shorts", type=int, default=5)
     parser.add_argument("--long-chars", type=int, default=500)
     parser.add_argument("--longs", default="0,1,3")
-    parser.add_argument("--long-alone", action=argparse.BooleanOptionalAction, default=True,
-                        help="also one long text with nothing else (throughput without contention)")
-    parser.add_argument("--variants", default="landed,cut0,cut24,cut40")
+    parser.add_argument("--longs-alone", default="1",
+                        help="also these many long texts with no short request (long streams among themselves)")
+    parser.add_argument("--variants", default="cut0,cut24,less24,lessnow24,short24")
     parser.add_argument("--caps", default="0,24,40", help="joins: contended piece sizes")
     parser.add_argument("--whisper", help="joins: a CTranslate2 whisper-base folder for the CER")
     parser.add_argument("--threads", type=int, default=1)
@@ -196,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode == "joins":
         rows = joins(pipe, [int(v) for v in args.caps.split(",")], long_text, args.whisper, args.threads)
     else:
-        groups = [(int(v), args.shorts) for v in args.longs.split(",")] + ([(1, 0)] if args.long_alone else [])
+        groups = [(int(v), args.shorts) for v in args.longs.split(",")] + \
+            [(int(v), 0) for v in args.longs_alone.split(",") if v]
         for longs, shorts in groups:
             for variant in args.variants.split(","):  # interleaved: every variant under the same load, in turn
                 rows.append(scenario(pipe, variant, longs, shorts, long_text, args.max_queue, args.queue_timeout_s))

@@ -16,9 +16,12 @@ what it was), and the next turn goes to the request the rule picks among those w
   before the next short one), and a long stream's gap is at most that many short pieces per long
   request waiting.
 
-A turn also says whether the request is contended: another request is admitted, or another took a
-turn since this one's last. The pipeline then cuts a long piece shorter (TTS_CONTENDED_PIECE_TOKENS),
-so that whoever waits for the slot waits for a short piece; a request alone keeps its full pieces.
+A turn also says whether cutting the piece it runs would help someone (`cut_helps`): another
+admitted request has less work left (tokens) than this piece, or one that did took a turn since this
+one's last (short requests come in bursts: the next one is likely on its way). The pipeline then cuts
+the piece (TTS_CONTENDED_PIECE_TOKENS), so that the short request waits for a short piece. Long
+requests among themselves keep their full pieces (each model call also synthesises padding: cutting
+costs CPU), and take turns piece by piece; a request alone keeps them too.
 
 A request is never refused for waiting its turn (queue bounds count requests waiting to be
 *admitted*, in the registry). Piece order inside a request is its own loop's: turns only decide
@@ -30,7 +33,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -41,13 +44,20 @@ MAX_OVERTAKEN = 2  # "shortest": a request passed over this many times goes next
 
 @dataclass
 class Ticket:
-    """One admitted request's place: how many pieces it has left, and when it last asked for a turn."""
+    """One admitted request's place: how many pieces and tokens it has left, and when it last asked for a turn."""
 
     remaining: int
+    work: int = 0  # tokens left to synthesise, the piece asked for included
+    piece: int = 0  # tokens of the piece it asked a turn for (or runs)
+    seen: int | None = None  # least work left of a request that took a turn since this one's last
     asked: int = 0
     waiting: bool = False
     overtaken: int = 0  # turns given to requests that asked after this one, since it asked
-    last_turn: int = -1  # the PieceTurns' turn count when this ticket last had a turn
+
+
+def cut_helps(piece: int, others_work: Iterable[int]) -> bool:
+    """Whether a piece of `piece` tokens is worth cutting: someone with less work left than it would wait for it."""
+    return any(work < piece for work in others_work)
 
 
 def choose(waiting: Sequence[Ticket], rule: str) -> Ticket:
@@ -68,36 +78,43 @@ class PieceTurns:
         self._waiting: list[Ticket] = []
         self._order = itertools.count()
         self._changed = threading.Condition()
-        self._turns = 0  # turns given so far
-        self.active = 0  # tickets joined and not yet left
+        self._joined: list[Ticket] = []  # tickets joined and not yet left
 
-    def join(self, pieces: int) -> Ticket:
+    @property
+    def active(self) -> int:
         with self._changed:
-            self.active += 1
-        return Ticket(remaining=pieces)
+            return len(self._joined)
+
+    def join(self, pieces: int, tokens: int = 0) -> Ticket:
+        ticket = Ticket(remaining=pieces, work=tokens)
+        with self._changed:
+            self._joined.append(ticket)
+        return ticket
 
     def leave(self, ticket: Ticket) -> None:
         with self._changed:
-            self.active -= 1
-            ticket.remaining = 0
+            if ticket in self._joined:
+                self._joined.remove(ticket)
+            ticket.remaining = ticket.work = 0
 
     @property
     def waiting(self) -> int:
         with self._changed:
             return len(self._waiting)
 
-    def split(self, ticket: Ticket) -> None:
-        """The piece whose turn this is was cut in two: one more piece left."""
+    def split(self, ticket: Ticket, head: int = 0) -> None:
+        """The piece whose turn this is was cut in two: one more piece left, and this turn runs `head` tokens."""
         with self._changed:
             ticket.remaining += 1
+            ticket.piece = head
 
     @contextmanager
-    def turn(self, ticket: Ticket) -> Iterator[bool]:
-        """Wait for this ticket's turn, hold one slot while the body runs one piece, then pass the turn on.
+    def turn(self, ticket: Ticket, tokens: int = 0) -> Iterator[bool]:
+        """Wait for this ticket's turn, hold one slot while the body runs one piece of `tokens`, then pass the turn on.
 
-        Yields whether the turn is contended: another request is admitted, or took a turn since this one's last."""
+        Yields whether cutting the piece helps someone (`cut_helps`, module docstring)."""
         with self._changed:
-            ticket.asked, ticket.waiting, ticket.overtaken = next(self._order), True, 0
+            ticket.asked, ticket.waiting, ticket.overtaken, ticket.piece = next(self._order), True, 0, tokens
             self._waiting.append(ticket)
             self._changed.notify_all()  # for observers (tests) waiting for a request to queue
             while not (self._free > 0 and choose(self._waiting, self.rule) is ticket):
@@ -105,9 +122,9 @@ class PieceTurns:
             self._waiting.remove(ticket)
             ticket.waiting = False
             self._passed(ticket)
-            contended = self.active > 1 or ticket.last_turn not in (-1, self._turns)
-            self._turns += 1
-            ticket.last_turn = self._turns
+            contended = self._cut_helps(ticket)
+            ticket.seen = None
+            self._ran(ticket, ticket.work)
             self._free -= 1
         try:
             yield contended
@@ -115,7 +132,19 @@ class PieceTurns:
             with self._changed:
                 self._free += 1
                 ticket.remaining = max(0, ticket.remaining - 1)
+                ticket.work = max(0, ticket.work - ticket.piece)
                 self._changed.notify_all()
+
+    def _cut_helps(self, ticket: Ticket) -> bool:
+        """Whether `ticket`'s piece is worth cutting: see cut_helps (the others admitted, and who ran since its last turn)."""
+        others = [other.work for other in self._joined if other is not ticket]
+        return cut_helps(ticket.piece, others if ticket.seen is None else [*others, ticket.seen])
+
+    def _ran(self, ticket: Ticket, left: int) -> None:
+        """Each other admitted request's next turn knows the least work left of those that ran since its last."""
+        for other in self._joined:
+            if other is not ticket:
+                other.seen = left if other.seen is None else min(other.seen, left)
 
     def _passed(self, ticket: Ticket) -> None:
         """Count the turn `ticket` takes against the waiting requests it overtakes (the guard of "shortest")."""

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from backend.api.schemas.tts import validate_request
-from backend.pipelines.turns import MAX_OVERTAKEN, PieceTurns, Ticket, choose
+from backend.pipelines.turns import MAX_OVERTAKEN, PieceTurns, Ticket, choose, cut_helps
 from config import build_settings
 from tests.unit.test_tts_pipeline import ScriptedKokoro
 
@@ -83,24 +83,38 @@ def test_a_guard_turn_lets_one_long_request_through_not_every_one_waiting() -> N
     assert order == ["short0", "short1", "long1", "short2", "short3", "long2"]
 
 
-def test_a_turn_is_contended_while_another_request_is_admitted_or_took_a_turn_between() -> None:
+def test_a_piece_is_worth_cutting_only_for_someone_with_less_work_left_than_it() -> None:
+    assert cut_helps(100, [37]) and cut_helps(100, [500, 0])
+    assert not cut_helps(100, [500, 300]) and not cut_helps(100, [100]) and not cut_helps(100, [])
+
+
+def test_long_requests_among_themselves_keep_full_pieces_and_a_short_one_makes_them_cut() -> None:
     turns = PieceTurns(slots=1, rule="shortest")
-    alone = turns.join(3)
-    with turns.turn(alone) as contended:
-        assert not contended  # nobody else
-    with turns.turn(alone) as contended:
-        assert not contended  # still nobody else, and nobody ran between its turns
-    other = turns.join(1)
-    with turns.turn(alone) as contended:
-        assert contended  # another request is admitted
-    with turns.turn(other):
+    alone = turns.join(5, 500)
+    with turns.turn(alone, 100) as cut:
+        assert not cut  # nobody else
+    other_long = turns.join(5, 500)
+    with turns.turn(alone, 100) as cut:
+        assert not cut  # the other has more left than this piece
+    with turns.turn(other_long, 100) as cut:
+        assert not cut  # and so has this one, which ran since
+    short = turns.join(1, 37)
+    with turns.turn(alone, 100) as cut:
+        assert cut  # a short request is admitted: it would wait for this piece
+    with turns.turn(short, 37):
         pass
-    turns.leave(other)
-    with turns.turn(alone) as contended:
-        assert contended  # the other left, but it ran since this one's last turn
-    with turns.turn(alone) as contended:
-        assert not contended  # alone again: full pieces
+    turns.leave(short)
+    with turns.turn(alone, 100) as cut:
+        assert cut  # the short one left, but it ran since this one's last turn (the next may be on its way)
+    with turns.turn(other_long, 100) as cut:
+        assert cut  # so had it, since this one's last
+    with turns.turn(alone, 100) as cut:
+        assert not cut  # long ones only since: full pieces again
+    with turns.turn(alone, 30) as cut:
+        assert not cut
     turns.leave(alone)
+    turns.leave(other_long)
+    assert turns.active == 0
 
 
 class GatedKokoro(ScriptedKokoro):
@@ -235,20 +249,66 @@ def token_counts(pipe, text: str) -> list[int]:
     return [tokens for tokens, _ in pipe.calls[before:]]
 
 
-def test_a_contended_request_cuts_its_long_pieces_and_says_every_token_once() -> None:
+def cutting_pipe(**settings) -> ScriptedKokoro:
     pipe = ScriptedKokoro(build_settings(prometheus_multiproc_dir=None, tts_first_piece_tokens=0,
-                                         tts_piece_tokens=100, tts_contended_piece_tokens=24))
+                                         tts_piece_tokens=100, tts_contended_piece_tokens=24, **settings))
     pipe.load()
+    return pipe
+
+
+def test_a_request_cuts_its_long_pieces_for_a_short_one_and_says_every_token_once() -> None:
+    pipe = cutting_pipe()
     alone = token_counts(pipe, CONTENDED_LONG)
     assert max(alone) > 24  # full pieces while nobody else is admitted
-    other = pipe.turns.join(1)  # another request admitted (waiting for its client, say)
+    other_long = pipe.turns.join(9, 10_000)  # another long request admitted (waiting for its client, say)
+    assert token_counts(pipe, CONTENDED_LONG) == alone  # long ones among themselves: full pieces
+    short = pipe.turns.join(1, 10)  # a short request admitted: each long piece is cut for it
     contended = token_counts(pipe, CONTENDED_LONG)
-    pipe.turns.leave(other)
+    pipe.turns.leave(short)
+    pipe.turns.leave(other_long)
     assert max(contended) <= 24 and len(contended) > len(alone)
     # Each cut drops only the space token where it falls: the same tokens, in the same order.
     assert sum(contended) + (len(contended) - len(alone)) == sum(alone)
     assert pipe.calls[-1][1] is True and all(not last for _, last in pipe.calls[-len(contended):-1])
     assert pipe.turns.active == 0 and pipe.turns.waiting == 0
+
+
+class SecondPieceWaits(GatedKokoro):
+    """The request named "long" synthesises its second piece only once `second` is set."""
+
+    def __init__(self, settings) -> None:
+        super().__init__(settings)
+        self.second = threading.Event()
+
+    def _synthesize(self, token_ids, style, speed, last=True) -> np.ndarray:
+        if threading.current_thread().name == "long" and self.ran.count("long") == 1:
+            assert self.second.wait(60)
+        return super()._synthesize(token_ids, style, speed, last)
+
+
+@pytest.mark.parametrize("rule", ["round_robin", "shortest"])
+def test_a_short_request_arriving_during_a_long_piece_gets_a_cut_piece_next(rule) -> None:
+    pipe = SecondPieceWaits(cutting_pipe(tts_turn_rule=rule).settings)
+    pipe.load()
+    pipe.second.set()
+    alone = token_counts(pipe, CONTENDED_LONG)
+    del pipe.calls[:], pipe.ran[:]
+    pipe.second.clear()
+    results: dict = {}
+    pipe.hold = "long"
+    long = speak(pipe, CONTENDED_LONG, results, "long")
+    assert pipe.inside.wait(60)  # the long request synthesises its first piece, in full
+    short = speak(pipe, SHORT, results, "short")
+    assert pipe.turns.wait_until(lambda turns: turns.waiting == 1, 60)
+    pipe.gate.set()
+    short.join(60)  # served and gone while the long one's second piece holds the slot
+    pipe.second.set()
+    long.join(60)
+    long_tokens = [tokens for (tokens, _), name in zip(pipe.calls, pipe.ran, strict=True) if name == "long"]
+    assert long_tokens[0] == alone[0] > 24 and pipe.ran[1] == "short"
+    assert long_tokens[1] <= 24  # whoever waits for the slot now (the short one, or the next) waits less
+    assert max(long_tokens[2:]) > 24  # the short one gone, the long one goes back to full pieces
+    assert sum(long_tokens) + (len(long_tokens) - len(alone)) == sum(alone)  # every token once, in order
 
 
 def test_a_cut_piece_keeps_each_words_tokens_on_its_side_of_the_cut() -> None:

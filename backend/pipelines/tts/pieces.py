@@ -10,11 +10,11 @@ synthesis ahead of playback. Sentences are packed together while they fit, never
 paragraph or an explicit pause; a sentence too long for its piece is cut at its last clause mark
 that leaves at least half a piece, else between words (a giant word anywhere).
 
-While other requests take turns on the model (backend.pipelines.turns), a piece longer than
-TTS_CONTENDED_PIECE_TOKENS is cut again at its turn (`contended_cut`): into parts of about equal
-size, each at a sentence mark, else a clause mark, else between words, so whoever waits for the
-model waits for a short piece. Alone, a request keeps its full pieces (each model call also
-synthesises padding that the joins trim: fewer calls cost less).
+While a request with less left to say than the piece waits for the model (backend.pipelines.turns),
+a piece longer than TTS_CONTENDED_PIECE_TOKENS is cut again at its turn (`contended_cut`): into parts
+of about equal size, each at a sentence mark, else a clause mark, else between words, so the short
+request waits for a short piece. Alone or among long requests, a request keeps its full pieces (each
+model call also synthesises padding that the joins trim: fewer calls cost less).
 
 The boundary after a piece ("word", "clause", "sentence", "paragraph", "pause", "end") decides the
 silence joins.py puts there. Inline controls (markup.py) flow through here: a Pause is kept as

@@ -251,13 +251,13 @@ class KokoroPipeline(Pipeline):
     def _blocks(self, features: SpeechFeatures, times: list[WordTime] | None = None) -> Iterator[np.ndarray]:
         """Each piece's samples, trimmed and followed by its join's pause; with `times`, its words' times are
         appended there, in the joined audio's samples (the trimmed start moves them, the trimmed end clips them).
-        A contended turn (others take turns on the model) synthesises a long piece's head only (split_piece);
-        its tail is the next piece."""
+        A contended turn (a request with less left than this piece waits, turns.py) synthesises a long piece's
+        head only (split_piece); its tail is the next piece."""
         lengths, trimming = self.pause_lengths, self.settings.tts_trim_silence
         items = deque(features.plan)
         left = sum(isinstance(item, TokenPiece) for item in items)  # pieces still to synthesise
         held, position = False, 0
-        ticket = self.turns.join(left)
+        ticket = self.turns.join(left, sum(len(item.token_ids) for item in items if isinstance(item, TokenPiece)))
         try:
             while items:
                 item = items.popleft()
@@ -266,12 +266,12 @@ class KokoroPipeline(Pipeline):
                     position += len(block)
                     yield block
                     continue
-                with self.turns.turn(ticket) as contended:  # one piece, then the next request waiting has its turn
+                with self.turns.turn(ticket, len(item.token_ids)) as contended:  # one piece, then the next one's turn
                     if contended:
                         item, tail = self.split_piece(item, self.settings.tts_contended_piece_tokens)
                         if tail is not None:
                             items.appendleft(tail)
-                            self.turns.split(ticket)
+                            self.turns.split(ticket, len(item.token_ids))
                             left += 1
                     left -= 1
                     held = left > 0
