@@ -29,9 +29,9 @@ class CachedAvailability:
     modules, the model files): ~1,700 find_spec calls for every model, most of a /ready's ~50
     CPU-ms, and /ready, the snapshot and each admission's cost key all ask (docs/BENCHMARKS.md,
     issue 26: what a probe costs). Its answer changes when:
-    - provisioning, beside the server, writes a model's progress file: `stamp()` is that folder's
-      mtime, which every write changes (each file is renamed into place), so the next call after
-      provisioning starts or finishes checks again;
+    - provisioning, beside the server, writes a model's progress file: `stamp()` is each progress
+      file's name, inode and mtime (backend.provision.progress.stamp), which every write changes (each
+      file is renamed into place), so the next call after provisioning starts or finishes checks again;
     - the registry says a model's state changed (loaded, unloaded, evicted, refused, found
       unavailable, a build failed): `forget()`;
     - a request asks for a model remembered as not servable: `availability(spec, recheck_missing=True)`

@@ -141,7 +141,7 @@ def test_language_becomes_servable_without_a_restart(make_app, tmp_path, whisper
     pytest.importorskip("torch")
     if not speech_clips.espeak_available():
         pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
-    espeak_voice = {"en": "en-us", "es": "es", "fr": "fr-fr", "it": "it", "pt": "pt-br", "hi": "hi"}
+    espeak_voice = {language: voice for voice, (language, _) in speech_clips.ESPEAK_TEXTS.items()}
     speech_clips.cached_clips(tmp_path / "models" / "speech-clips" / "kokoro", speech_clips.kokoro_plan(),
                               lambda: lambda clip: speech_clips.espeak_speak(
                                   dataclasses.replace(clip, voice=espeak_voice[clip.language])))
