@@ -5,6 +5,12 @@
 #
 #   scripts/release_check.sh            build + the shapes at 0.1 and 0.5 CPU (three clients for 240 s)
 #   CLIENTS_S=0 scripts/release_check.sh    without the three-client run
+#   PORT_BASE=18100 NAME_PREFIX=me scripts/release_check.sh   Redis and the containers on ports from
+#                                       18100, containers named me-...; IMAGE_TAG names the image
+#
+# It needs podman (scripts/build_image.sh installs it with buildah), redis-server on the host and a
+# Python with requests and PyYAML: the checkout's .venv (scripts/setup.sh dev) or, in a fresh clone,
+# the system's python3; redis-server is installed from Debian packages when missing.
 #
 # It fails (exit 1) when the image is over 700 MB, /ready never answers 200, a container is
 # OOM-killed, a stop takes 30 s or more (Render's SIGKILL), the first English speech comes later
@@ -14,12 +20,20 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=$root/reports/release/$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$out"
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+python=$root/.venv/bin/python
+[ -x "$python" ] || python=$(command -v python3)
+"$python" -c 'import requests, yaml' 2>/dev/null \
+  || { echo "release_check: $python lacks requests or PyYAML: run scripts/setup.sh dev" >&2; exit 2; }
+command -v redis-server >/dev/null \
+  || as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >&2
 image=$("$root/scripts/build_image.sh" lean | tail -n1)
-"$root/.venv/bin/python" "$root/scripts/bench_shapes.py" --image "$image" --cpus 0.1,0.5 \
-  --clients-s "${CLIENTS_S:-240}" --keep-logs "$out" | tee "$out/shapes.out"
+"$python" "$root/scripts/bench_shapes.py" --image "$image" --cpus 0.1,0.5 \
+  --clients-s "${CLIENTS_S:-240}" --port-base "${PORT_BASE:-0}" --name-prefix "${NAME_PREFIX:-release-check}" \
+  --keep-logs "$out" | tee "$out/shapes.out"
 grep '^{' "$out/shapes.out" >"$out/shapes.jsonl"
 grep '^|' "$out/shapes.out" >"$out/table.md"
-"$root/.venv/bin/python" - "$out/shapes.jsonl" <<'EOF'
+"$python" - "$out/shapes.jsonl" <<'EOF'
 import json, sys
 rows = [json.loads(line) for line in open(sys.argv[1])]
 failures = []
