@@ -11,7 +11,12 @@ In one process with the real ONNX Kokoro (packaged int8), threads play the clien
 - `lessN`: cut to N only when it helps someone (turns.cut_helps, the rule today): another admitted request
   has less work left than this piece, or one that did ran since this one's last turn;
 - `lessnowN`: the same without the memory (only requests admitted at this turn count);
-- `shortN`: cut when another admitted request, or one that ran since, has at most SHORT_PIECES pieces left.
+- `shortN`: cut when another admitted request, or one that ran since, has at most SHORT_PIECES pieces left;
+- `mergeN`: `lessN`, and a short request (SHORT_TOKENS in all) among others says itself in one model call
+  (turns.whole, the rule today); the variants above are without it;
+- `holdN`: `lessN`, and a request with at most SHORT_TOKENS left keeps the slot between its own pieces
+  (reserved until it asks again or leaves: a client slow to read would hold the model; measured, not served);
+- `srptN`: `mergeN` with shortest-remaining-first by tokens left (the guard kept) instead of "few pieces left".
 For 0, 1 and 3 long texts streaming (each consumer takes blocks as fast as they come), short requests
 ("The kettle is on, come and sit down.") are sent one after another; and long texts alone (--longs-alone:
 long streams among themselves). Figures:
@@ -40,7 +45,7 @@ import numpy as np
 from backend.api.schemas.tts import validate_request
 from backend.pipelines.tts.kokoro_onnx import KokoroOnnxPipeline
 from backend.pipelines.tts.pipeline import SAMPLE_RATE_HZ
-from backend.pipelines.turns import SHORT_PIECES, PieceTurns, Ticket
+from backend.pipelines.turns import MAX_OVERTAKEN, SHORT_PIECES, SHORT_TOKENS, PieceTurns, Ticket
 from config import build_settings
 
 SHORT = "The kettle is on, come and sit down."
@@ -48,7 +53,14 @@ PARAGRAPH = ("The old lighthouse stood at the end of the harbour, and every nigh
              "stairs to light the lamp. Ships passing in the dark trusted that light more than their own charts. ")
 
 
-class LandedTurns(PieceTurns):
+class Unmerged(PieceTurns):
+    """The rules before turns.whole: a short request's pieces each take a turn of their own."""
+
+    def whole(self, ticket: Ticket) -> bool:
+        return False
+
+
+class LandedTurns(Unmerged):
     """`shortest` as it first landed: a guard turn did not start the others' counts again."""
 
     def _passed(self, ticket: Ticket) -> None:
@@ -56,21 +68,21 @@ class LandedTurns(PieceTurns):
             other.overtaken += other.asked < ticket.asked
 
 
-class AlwaysTurns(PieceTurns):
+class AlwaysTurns(Unmerged):
     """`cutN`: every contended turn cuts (another request admitted, or one ran since this one's last)."""
 
     def _cut_helps(self, ticket: Ticket) -> bool:
         return len(self._joined) > 1 or ticket.seen is not None
 
 
-class NowTurns(PieceTurns):
+class NowTurns(Unmerged):
     """`lessnowN`: cut when a request admitted now has less work left than this piece (no memory of who ran)."""
 
     def _cut_helps(self, ticket: Ticket) -> bool:
         return any(other.work < ticket.piece for other in self._joined if other is not ticket)
 
 
-class FewPiecesTurns(PieceTurns):
+class FewPiecesTurns(Unmerged):
     """`shortN`: cut when another admitted request, or one that ran since this one's last, has few pieces left
     (`seen` holds pieces here, not tokens)."""
 
@@ -80,6 +92,50 @@ class FewPiecesTurns(PieceTurns):
 
     def _ran(self, ticket: Ticket, left: int) -> None:
         super()._ran(ticket, ticket.remaining)
+
+
+class HoldTurns(Unmerged):
+    """`holdN`: a request with at most SHORT_TOKENS left keeps its slot after a piece until it asks again or leaves
+    (unless a waiting request's guard is due)."""
+
+    held: Ticket | None = None
+
+    def next_up(self) -> Ticket | None:
+        with self._changed:
+            if self.held is not None:
+                return self.held if self.held.waiting else None
+            return super().next_up()
+
+    def start(self, ticket: Ticket) -> bool:
+        with self._changed:
+            if self.held is ticket:
+                self.held, self._free = None, self._free + 1  # taken again just below
+            return super().start(ticket)
+
+    def finish(self, ticket: Ticket) -> None:
+        with self._changed:
+            super().finish(ticket)
+            if ticket.remaining > 0 and 0 < ticket.work <= SHORT_TOKENS and ticket in self._joined and \
+                    not any(other.overtaken >= MAX_OVERTAKEN for other in self._waiting):
+                self.held, self._free = ticket, self._free - 1
+
+    def leave(self, ticket: Ticket) -> None:
+        with self._changed:
+            if self.held is ticket:
+                self.held, self._free = None, self._free + 1
+                self._changed.notify_all()
+        super().leave(ticket)
+
+
+class LeastWorkTurns(PieceTurns):
+    """`srptN`: the waiting request with the fewest tokens left goes first (a request overtaken MAX_OVERTAKEN
+    times still goes next)."""
+
+    def next_up(self) -> Ticket | None:
+        with self._changed:
+            if self._free <= 0 or not self._waiting:
+                return None
+            return min(self._waiting, key=lambda t: (t.overtaken < MAX_OVERTAKEN, t.work, t.asked))
 
 
 class Slot:
@@ -132,14 +188,15 @@ def use(pipe: KokoroOnnxPipeline, variant: str) -> None:
     cap = int(variant[len(kind):]) if kind in CUT_RULES else 0
     pipe.settings = pipe.settings.model_copy(update={"tts_contended_piece_tokens": cap})
     if variant in ("round_robin", "shortest"):
-        pipe.turns = PieceTurns(1, variant)
+        pipe.turns = Unmerged(1, variant)
     elif variant == "landed":
         pipe.turns = LandedTurns(1, "shortest")
     else:
         pipe.turns = CUT_RULES[kind](1, "shortest")
 
 
-CUT_RULES = {"cut": AlwaysTurns, "less": PieceTurns, "lessnow": NowTurns, "short": FewPiecesTurns}
+CUT_RULES = {"cut": AlwaysTurns, "less": Unmerged, "lessnow": NowTurns, "short": FewPiecesTurns,
+             "merge": PieceTurns, "hold": HoldTurns, "srpt": LeastWorkTurns}
 
 
 def scenario(pipe: KokoroOnnxPipeline, variant: str, longs: int, shorts: int, long_text: str,
@@ -241,6 +298,13 @@ def main(argv: list[str] | None = None) -> int:
             for variant in args.variants.split(","):  # interleaved: every variant under the same load, in turn
                 rows.append(scenario(pipe, variant, longs, shorts, long_text, args.max_queue, args.queue_timeout_s))
                 print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    alone = [r for r in rows if r.get("longs") == 0 and r.get("short_cpu_p95_s") is not None]
+    if alone:  # "alone" from this run: the median over every variant's rows without long texts (the same code path)
+        p50, p95 = (statistics.median(r[key] for r in alone) for key in ("short_cpu_p50_s", "short_cpu_p95_s"))
+        for row in rows:
+            if row.get("short_cpu_p95_s") is not None:
+                row.update(p50_vs_alone=round(row["short_cpu_p50_s"] / p50, 2),
+                           p95_vs_alone=round(row["short_cpu_p95_s"] / p95, 2))
     json.dump({"mode": args.mode, "rows": rows, "long_chars": len(long_text), "threads": args.threads,
                "load_avg": [round(v, 2) for v in os.getloadavg()],
                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}, sys.stdout, indent=1)

@@ -23,6 +23,19 @@ the piece (TTS_CONTENDED_PIECE_TOKENS), so that the short request waits for a sh
 requests among themselves keep their full pieces (each model call also synthesises padding: cutting
 costs CPU), and take turns piece by piece; a request alone keeps them too.
 
+A short request (SHORT_TOKENS in all: a sentence) while another is admitted, or one ran since its last
+turn, finishes in one go (`whole`): the pipeline joins its pieces into one model call (a short first piece
+only serves a listener with nobody to wait for). No long piece comes between its two pieces, it pays one
+call's padding instead of two, and whoever waits for it waits for one sentence. Alone it keeps its short
+first piece. Measured against the alternatives (keeping the slot between its own pieces, shortest-remaining-
+first by tokens, other cut sizes): docs/BENCHMARKS.md, issue 23.
+
+What is promised, and searched for counterexamples (tests/unit/test_tts_turns_invariants.py): at most
+`slots` pieces run at once and a free slot never idles while someone waits; with one slot, a waiting
+request gets its turn after at most (A - 1) * (MAX_OVERTAKEN + 1) + MAX_OVERTAKEN pieces of others under
+"shortest" (A - 1 under "round_robin"), A being the most requests admitted at once meanwhile; a request's
+pieces run in its own order, every token once.
+
 A request is never refused for waiting its turn (queue bounds count requests waiting to be
 *admitted*, in the registry). Piece order inside a request is its own loop's: turns only decide
 which request's loop goes next. A request that ends early (its client went away: the stream is
@@ -40,14 +53,16 @@ from dataclasses import dataclass
 RULES = ("round_robin", "shortest")
 SHORT_PIECES = 2  # "shortest": a request with this many pieces left or fewer goes first
 MAX_OVERTAKEN = 2  # "shortest": a request passed over this many times goes next
+SHORT_TOKENS = 48  # a request with at most this many tokens left, others admitted, finishes in one model call
 
 
-@dataclass
+@dataclass(eq=False)  # a ticket is one request's place: two with the same counts are still two (leave, remove)
 class Ticket:
     """One admitted request's place: how many pieces and tokens it has left, and when it last asked for a turn."""
 
     remaining: int
     work: int = 0  # tokens left to synthesise, the piece asked for included
+    size: int = 0  # tokens to synthesise in all, as it joined
     piece: int = 0  # tokens of the piece it asked a turn for (or runs)
     seen: int | None = None  # least work left of a request that took a turn since this one's last
     asked: int = 0
@@ -86,7 +101,7 @@ class PieceTurns:
             return len(self._joined)
 
     def join(self, pieces: int, tokens: int = 0) -> Ticket:
-        ticket = Ticket(remaining=pieces, work=tokens)
+        ticket = Ticket(remaining=pieces, work=tokens, size=tokens)
         with self._changed:
             self._joined.append(ticket)
         return ticket
@@ -108,17 +123,51 @@ class PieceTurns:
             ticket.remaining += 1
             ticket.piece = head
 
+    def merge(self, ticket: Ticket, joined: int, tokens: int) -> None:
+        """The piece whose turn this is took the request's next `joined` pieces in: fewer pieces left, `tokens` now."""
+        with self._changed:
+            ticket.remaining = max(1, ticket.remaining - joined)
+            ticket.piece = tokens
+
+    def whole(self, ticket: Ticket) -> bool:
+        """Whether `ticket`, whose turn this is, should say what it has left in one go (module docstring): a short
+        request, and another one admitted or one that ran since its last turn."""
+        with self._changed:
+            contended = ticket.seen is not None or any(other is not ticket for other in self._joined)
+            return contended and 0 < ticket.size <= SHORT_TOKENS
+
     @contextmanager
     def turn(self, ticket: Ticket, tokens: int = 0) -> Iterator[bool]:
         """Wait for this ticket's turn, hold one slot while the body runs one piece of `tokens`, then pass the turn on.
 
         Yields whether cutting the piece helps someone (`cut_helps`, module docstring)."""
         with self._changed:
+            self.ask(ticket, tokens)
+            while self.next_up() is not ticket:
+                self._changed.wait()
+            contended = self.start(ticket)
+        try:
+            yield contended
+        finally:
+            self.finish(ticket)
+
+    # The steps of a turn, without blocking (turn() waits between ask and start; tests drive them directly).
+
+    def ask(self, ticket: Ticket, tokens: int = 0) -> None:
+        """`ticket` asks for a turn to run a piece of `tokens`."""
+        with self._changed:
             ticket.asked, ticket.waiting, ticket.overtaken, ticket.piece = next(self._order), True, 0, tokens
             self._waiting.append(ticket)
             self._changed.notify_all()  # for observers (tests) waiting for a request to queue
-            while not (self._free > 0 and choose(self._waiting, self.rule) is ticket):
-                self._changed.wait()
+
+    def next_up(self) -> Ticket | None:
+        """The waiting ticket whose turn starts now, None while no slot is free or nobody waits."""
+        with self._changed:
+            return choose(self._waiting, self.rule) if self._free > 0 and self._waiting else None
+
+    def start(self, ticket: Ticket) -> bool:
+        """`ticket` (next_up) takes a slot; whether cutting its piece helps someone."""
+        with self._changed:
             self._waiting.remove(ticket)
             ticket.waiting = False
             self._passed(ticket)
@@ -126,14 +175,15 @@ class PieceTurns:
             ticket.seen = None
             self._ran(ticket, ticket.work)
             self._free -= 1
-        try:
-            yield contended
-        finally:
-            with self._changed:
-                self._free += 1
-                ticket.remaining = max(0, ticket.remaining - 1)
-                ticket.work = max(0, ticket.work - ticket.piece)
-                self._changed.notify_all()
+            return contended
+
+    def finish(self, ticket: Ticket) -> None:
+        """`ticket`'s piece is done: its slot goes to the next."""
+        with self._changed:
+            self._free += 1
+            ticket.remaining = max(0, ticket.remaining - 1)
+            ticket.work = max(0, ticket.work - ticket.piece)
+            self._changed.notify_all()
 
     def _cut_helps(self, ticket: Ticket) -> bool:
         """Whether `ticket`'s piece is worth cutting: see cut_helps (the others admitted, and who ran since its last turn)."""

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from backend.api.schemas.tts import validate_request
-from backend.pipelines.turns import MAX_OVERTAKEN, PieceTurns, Ticket, choose, cut_helps
+from backend.pipelines.turns import MAX_OVERTAKEN, SHORT_TOKENS, PieceTurns, Ticket, choose, cut_helps
 from config import build_settings
 from tests.unit.test_tts_pipeline import ScriptedKokoro
 
@@ -250,8 +250,9 @@ def token_counts(pipe, text: str) -> list[int]:
 
 
 def cutting_pipe(**settings) -> ScriptedKokoro:
-    pipe = ScriptedKokoro(build_settings(prometheus_multiproc_dir=None, tts_first_piece_tokens=0,
-                                         tts_piece_tokens=100, tts_contended_piece_tokens=24, **settings))
+    settings = {"tts_first_piece_tokens": 0, **settings}
+    pipe = ScriptedKokoro(build_settings(prometheus_multiproc_dir=None, tts_piece_tokens=100,
+                                         tts_contended_piece_tokens=24, **settings))
     pipe.load()
     return pipe
 
@@ -325,3 +326,52 @@ def test_a_cut_piece_keeps_each_words_tokens_on_its_side_of_the_cut() -> None:
     assert head.token_ids + [pipe.vocab[" "]] + tail.token_ids == ids and len(head.token_ids) == 13
     assert head.words == words[:3]
     assert tail.words == (WordSpan(3, 0, 5), WordSpan(4, 7, 12)) and len(tail.token_ids) == 12
+
+
+KETTLE = "The kettle is on, come and sit down."  # two pieces alone (a short first piece for the listener)
+
+
+def test_a_short_request_among_others_says_itself_in_one_model_call() -> None:
+    pipe = cutting_pipe(tts_first_piece_tokens=16)
+    alone = token_counts(pipe, KETTLE)
+    assert len(alone) == 2 and sum(alone) <= SHORT_TOKENS  # alone: its first audio early, as before
+    other_long = pipe.turns.join(9, 10_000)  # a long request admitted
+    among = token_counts(pipe, KETTLE)
+    assert among == [sum(alone) + 1]  # one call: the two pieces and the space between them
+    assert pipe.calls[-1][1] is True  # it was its last piece (working memory released)
+    pipe.turns.leave(other_long)
+    assert token_counts(pipe, KETTLE) == alone and pipe.turns.active == 0
+
+
+def test_a_long_request_among_others_is_not_joined() -> None:
+    pipe = cutting_pipe(tts_first_piece_tokens=16)
+    alone = token_counts(pipe, CONTENDED_LONG)
+    other_long = pipe.turns.join(9, 10_000)
+    assert token_counts(pipe, CONTENDED_LONG) == alone  # over SHORT_TOKENS: its pieces as planned (none short here)
+    pipe.turns.leave(other_long)
+
+
+def test_joined_pieces_keep_every_token_in_order_and_stop_at_a_pause_a_paragraph_or_the_cap() -> None:
+    from collections import deque
+
+    from backend.pipelines.tts.markup import Pause
+    from backend.pipelines.tts.pipeline import TokenPiece
+    from backend.pipelines.tts.words import WordSpan
+
+    pipe = ScriptedKokoro(build_settings(prometheus_multiproc_dir=None))
+    pipe.load()
+    space = pipe.vocab[" "]
+    a = TokenPiece([1, 2, 3], "clause", (WordSpan(0, 0, 3),))
+    b = TokenPiece([4, 5], "sentence", (WordSpan(1, 0, 2),))
+    c = TokenPiece([6, 7, 8], "paragraph", (WordSpan(2, 0, 3),))
+    d = TokenPiece([9], "end")
+    items = deque([b, c, d])
+    joined, count = pipe.join_pieces(a, items, 100)
+    assert count == 2 and list(items) == [d]  # not across the paragraph after c
+    assert joined.token_ids == [1, 2, 3, space, 4, 5, space, 6, 7, 8] and joined.boundary == "paragraph"
+    assert joined.words == (WordSpan(0, 0, 3), WordSpan(1, 4, 6), WordSpan(2, 7, 10))
+    items = deque([Pause(0.5), b])
+    assert pipe.join_pieces(a, items, 100) == (a, 0) and len(items) == 2  # not across a pause
+    items = deque([b, c])
+    joined, count = pipe.join_pieces(a, items, 6)  # 3 + 1 + 2 fits; one more would not
+    assert count == 1 and joined.token_ids == [1, 2, 3, space, 4, 5] and list(items) == [c]

@@ -38,6 +38,7 @@ from config import Settings
 
 SAMPLE_RATE_HZ = 24000
 INPUT_TYPES = ("text", "phonemes")
+JOINABLE = ("word", "clause", "sentence")  # boundaries that join_pieces joins across (not a pause or paragraph)
 WARM_UP_PHONEMES = "wˈɔɹm ˈʌp."  # a short piece run once after load, outside any request's timing
 
 
@@ -252,7 +253,8 @@ class KokoroPipeline(Pipeline):
         """Each piece's samples, trimmed and followed by its join's pause; with `times`, its words' times are
         appended there, in the joined audio's samples (the trimmed start moves them, the trimmed end clips them).
         A contended turn (a request with less left than this piece waits, turns.py) synthesises a long piece's
-        head only (split_piece); its tail is the next piece."""
+        head only (split_piece); its tail is the next piece. A short request among others says the rest of
+        itself in one call (turns.whole, join_pieces)."""
         lengths, trimming = self.pause_lengths, self.settings.tts_trim_silence
         items = deque(features.plan)
         left = sum(isinstance(item, TokenPiece) for item in items)  # pieces still to synthesise
@@ -267,7 +269,12 @@ class KokoroPipeline(Pipeline):
                     yield block
                     continue
                 with self.turns.turn(ticket, len(item.token_ids)) as contended:  # one piece, then the next one's turn
-                    if contended:
+                    if self.turns.whole(ticket):  # a short request among others: the rest of it in one call
+                        item, joined = self.join_pieces(item, items, self.settings.tts_piece_tokens)
+                        if joined:
+                            self.turns.merge(ticket, joined, len(item.token_ids))
+                            left -= joined
+                    elif contended:
                         item, tail = self.split_piece(item, self.settings.tts_contended_piece_tokens)
                         if tail is not None:
                             items.appendleft(tail)
@@ -309,6 +316,21 @@ class KokoroPipeline(Pipeline):
                           tuple(WordSpan(span.word, span.first - index - 1, span.stop - index - 1)
                                 for span in piece.words if span.first > index))
         return head, tail
+
+    def join_pieces(self, piece: TokenPiece, items: deque[TokenPiece | Pause], cap: int) -> tuple[TokenPiece, int]:
+        """`piece` joined with the pieces that follow it in `items` (taken from there), a space token between, while
+        the joined piece fits `cap` tokens and no pause or paragraph comes between; and how many were joined."""
+        if self._marks is None:
+            self._marks = cut_marks(self.vocab)
+        space, joined = self._marks[0], 0
+        while space is not None and items and isinstance(items[0], TokenPiece) and piece.boundary in JOINABLE \
+                and len(piece.token_ids) + 1 + len(items[0].token_ids) <= cap:
+            tail, shift = items.popleft(), len(piece.token_ids) + 1
+            piece = TokenPiece(piece.token_ids + [space] + tail.token_ids, tail.boundary,
+                               piece.words + tuple(WordSpan(span.word, span.first + shift, span.stop + shift)
+                                                   for span in tail.words))
+            joined += 1
+        return piece, joined
 
     def postprocess(self, raw: SpeechBlocks) -> Speech:
         """Encoded audio: one piece whole, in one container with exact sizes in its header; several
