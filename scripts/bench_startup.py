@@ -13,6 +13,9 @@ interpreter's own start before the first line. Sub-stages of the build are timed
 the functions that do them. A MODEL_DIR that is written to (a timed copy made at first load)
 is copied to a temporary folder first, so every repeat starts from the same files.
 
+--gunicorn first does what Gunicorn's master does before it forks the worker (PRELOAD=false):
+its imports and gunicorn_config.py (settings, thread pools, the metrics folder); the worker
+inherits all of it, so the app stage after it is the worker's own part.
 --hide LABEL:MODULE makes MODULE look uninstalled in that layout's child (as in the lean image:
 `segments`); --warm-up LABEL runs one warm-up synthesis at load in that layout's child, as load()
 did before this issue's work.
@@ -47,6 +50,11 @@ if hidden:  # as if not installed: the path finder does not find them
     PathFinder.find_spec = classmethod(lambda cls, name, path=None, target=None:
                                        None if name.split(".")[0] in hidden else _find(name, path, target))
 sys.path.insert(0, {root!r})
+if {gunicorn!r}:  # what the Gunicorn master does before it forks the worker (PRELOAD=false)
+    import runpy
+    import gunicorn.app.wsgiapp, gunicorn.workers.gthread  # noqa: E401
+    runpy.run_path({root!r} + "/gunicorn_config.py")
+    marks.append(("Gunicorn master (its imports, gunicorn_config.py)", cpu()))
 from backend.wsgi import app
 marks.append(("app (imports, create_app)", cpu()))
 from backend.pipelines import onnx_session
@@ -88,14 +96,14 @@ print(json.dumps({{"marks": marks, "build": spent, "audio_s": (len(body) - 44) /
 """
 
 
-def run(model_dir: Path, hide: list[str], threads: int, warm_up: bool = False) -> dict:
+def run(model_dir: Path, hide: list[str], threads: int, warm_up: bool = False, gunicorn: bool = False) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-startup-") as tmp:
         work = Path(tmp) / "models"
         shutil.copytree(model_dir, work, symlinks=True)
         env = {"MODEL_DIR": str(work), "STATE_DIR": str(Path(tmp) / "state"), "INFERENCE_THREADS": str(threads),
                "API_KEYS": "bench", "WARM_MODELS": "", "LOG_LEVEL": "WARNING", "BACKEND": "onnx",
                "PATH": "/usr/bin:/bin", "HOME": tmp}
-        code = CHILD.format(root=str(ROOT), hide=hide, sentence=SENTENCE, warm_up=warm_up)
+        code = CHILD.format(root=str(ROOT), hide=hide, sentence=SENTENCE, warm_up=warm_up, gunicorn=gunicorn)
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp, env=env)
     if result.returncode != 0:
         raise RuntimeError(f"{model_dir}: {result.stderr[-3000:]}")
@@ -116,6 +124,8 @@ def main() -> None:
     parser.add_argument("--hide", action="append", default=[], help="LABEL:MODULE: that layout's child without MODULE")
     parser.add_argument("--warm-up", action="append", default=[], metavar="LABEL",
                         help="that layout's child runs the warm-up synthesis at load, as load() did before")
+    parser.add_argument("--gunicorn", action="store_true",
+                        help="first what the Gunicorn master does before forking (its imports, gunicorn_config.py)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
@@ -130,7 +140,7 @@ def main() -> None:
     runs: dict[str, list[dict]] = {label: [] for label, _ in layouts}
     for _ in range(args.repeat):
         for label, path in layouts:
-            runs[label].append(run(path, hides.get(label, []), args.threads, label in args.warm_up))
+            runs[label].append(run(path, hides.get(label, []), args.threads, label in args.warm_up, args.gunicorn))
             print(json.dumps({label: runs[label][-1]}), file=sys.stderr, flush=True)
     stage_names = list(runs[layouts[0][0]][0]["stages"])
     build_names = ["G2P", "timed graph", "ONNX session", "warm-up run"]
