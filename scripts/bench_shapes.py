@@ -20,6 +20,8 @@ Before /health first answers, it is tried every 0.2 s (a refused connection cost
 - three clients asking for short sentences for --clients-s seconds: served, refused, latencies;
 - peak memory (memory.max_usage_in_bytes) and OOM kills (memory.oom_control);
 - SIGTERM to exit (`podman kill --signal TERM`, then waiting for the container to stop).
+--first-only stops each shape after its first English speech (the start-up figures, cheap to
+repeat: --cpus 0.1,0.1,0.1); --env KEY=VALUE adds a setting to render.yaml's environment.
 --code-from DIR mounts DIR's backend/, config.py and gunicorn_config.py over the image's (an
 older checkout's code with the same image and models: the "before" row). Prints one JSON line
 per shape and a markdown table; containers are removed by id however the run ends.
@@ -214,7 +216,7 @@ def clients(base: str, seconds: float, count: int = 3) -> dict:
 def run_shape(args: argparse.Namespace, cpus: float, redis_url: str, port: int) -> dict:
     base = f"http://127.0.0.1:{port}"
     env = {**render_env(ROOT / "render.yaml"), "PORT": str(port), "REDIS_URL": redis_url, "API_KEYS": API_KEY,
-           "ADMIN_API_KEYS": "bench-admin"}
+           "ADMIN_API_KEYS": "bench-admin", **dict(item.split("=", 1) for item in args.env)}
     name = f"{args.name_prefix}-{cpus:g}cpu-{int(time.time())}"
     command = ["podman", "run", "-d", "--name", name, "--runtime", "runc", "--network", "host", "--memory", args.memory,
                "--memory-swap", args.memory, "--cpus", str(cpus), "--ulimit", "nofile=20000:20000",
@@ -245,6 +247,10 @@ def run_shape(args: argparse.Namespace, cpus: float, redis_url: str, port: int) 
         row.update(first_speech_status=status, first_speech_s=round(time.monotonic() - t0, 1),
                    first_speech_cpu_s=round(box.cpu_s(), 2), first_speech_voice=voice,
                    first_speech_audio_s=round(audio_s, 2))
+        if args.first_only:  # the start-up figures alone: straight to the stop
+            ready_prober.stop()
+            row.update(ready_s=ready_prober.first_200.get("s"), ready_cpu_s=ready_prober.first_200.get("cpu_s"))
+            return finish(args, row, box, cid, cpus)
         poller = Prober(base, "/health", t0)
         poller.start()
         first, total = first_audio_s(base, THREE)
@@ -266,20 +272,25 @@ def run_shape(args: argparse.Namespace, cpus: float, redis_url: str, port: int) 
         row.update(ready_probes=len(ready_prober.statuses), ready_p99_s=pct(ready_prober.times, 0.99),
                    ready_failures_after_200=sum(1 for status in ready_prober.statuses[
                        ready_prober.statuses.index(200):] if status != 200) if 200 in ready_prober.statuses else None)
-        row.update(peak_mb=round(box.peak_mb()), oom_kills=box.oom_kills())
-        stop = time.monotonic()
-        subprocess.run(["podman", "kill", "--signal", "TERM", cid], capture_output=True)
-        subprocess.run(["podman", "wait", cid], capture_output=True, timeout=120)
-        row["sigterm_to_exit_s"] = round(time.monotonic() - stop, 1)
-        row["exit_code"] = subprocess.run(["podman", "inspect", "-f", "{{.State.ExitCode}}", cid], capture_output=True,
-                                          text=True).stdout.strip()
-        if args.keep_logs:
-            Path(args.keep_logs).mkdir(parents=True, exist_ok=True)
-            log = subprocess.run(["podman", "logs", cid], capture_output=True, text=True)
-            (Path(args.keep_logs) / f"{args.label}-{cpus}.log").write_text(log.stdout + log.stderr)
-        return row
+        return finish(args, row, box, cid, cpus)
     finally:
         subprocess.run(["podman", "rm", "-f", cid], capture_output=True)
+
+
+def finish(args: argparse.Namespace, row: dict, box: Container, cid: str, cpus: float) -> dict:
+    """Peak memory, OOM kills, then SIGTERM and the time to exit; the container's log kept if asked."""
+    row.update(peak_mb=round(box.peak_mb()), oom_kills=box.oom_kills())
+    stop = time.monotonic()
+    subprocess.run(["podman", "kill", "--signal", "TERM", cid], capture_output=True)
+    subprocess.run(["podman", "wait", cid], capture_output=True, timeout=120)
+    row["sigterm_to_exit_s"] = round(time.monotonic() - stop, 1)
+    row["exit_code"] = subprocess.run(["podman", "inspect", "-f", "{{.State.ExitCode}}", cid], capture_output=True,
+                                      text=True).stdout.strip()
+    if args.keep_logs:
+        Path(args.keep_logs).mkdir(parents=True, exist_ok=True)
+        log = subprocess.run(["podman", "logs", cid], capture_output=True, text=True)
+        (Path(args.keep_logs) / f"{args.label}-{cpus}.log").write_text(log.stdout + log.stderr)
+    return row
 
 
 def image_mb(image: str) -> float:
@@ -313,6 +324,10 @@ def main() -> None:
     parser.add_argument("--wait-s", type=float, default=300, help="longest wait for /health and /ready")
     parser.add_argument("--code-from", default=None, help="a checkout whose backend/ and configs replace the image's")
     parser.add_argument("--label", default="after")
+    parser.add_argument("--first-only", action="store_true",
+                        help="stop after the first English speech (start-up figures; repeat a shape: --cpus 0.1,0.1)")
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                        help="a setting on top of render.yaml's environment")
     parser.add_argument("--name-prefix", default="bench-shapes", help="the containers' names start with this")
     parser.add_argument("--keep-logs", default=None, help="folder for each container's log")
     parser.add_argument("--port-base", type=int, default=0,

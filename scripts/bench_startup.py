@@ -16,6 +16,7 @@ is copied to a temporary folder first, so every repeat starts from the same file
 --gunicorn first does what Gunicorn's master does before it forks the worker (PRELOAD=false):
 its imports and gunicorn_config.py (settings, thread pools, the metrics folder); the worker
 inherits all of it, so the app stage after it is the worker's own part.
+--env LABEL:KEY=VALUE gives that layout's child a setting (as the service's environment would).
 --hide LABEL:MODULE makes MODULE look uninstalled in that layout's child (as in the lean image:
 `segments`); --warm-up LABEL runs one warm-up synthesis at load in that layout's child, as load()
 did before this issue's work.
@@ -96,13 +97,14 @@ print(json.dumps({{"marks": marks, "build": spent, "audio_s": (len(body) - 44) /
 """
 
 
-def run(model_dir: Path, hide: list[str], threads: int, warm_up: bool = False, gunicorn: bool = False) -> dict:
+def run(model_dir: Path, hide: list[str], threads: int, warm_up: bool = False, gunicorn: bool = False,
+        extra_env: dict[str, str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-startup-") as tmp:
         work = Path(tmp) / "models"
         shutil.copytree(model_dir, work, symlinks=True)
         env = {"MODEL_DIR": str(work), "STATE_DIR": str(Path(tmp) / "state"), "INFERENCE_THREADS": str(threads),
                "API_KEYS": "bench", "WARM_MODELS": "", "LOG_LEVEL": "WARNING", "BACKEND": "onnx",
-               "PATH": "/usr/bin:/bin", "HOME": tmp}
+               "PATH": "/usr/bin:/bin", "HOME": tmp, **(extra_env or {})}
         code = CHILD.format(root=str(ROOT), hide=hide, sentence=SENTENCE, warm_up=warm_up, gunicorn=gunicorn)
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp, env=env)
     if result.returncode != 0:
@@ -124,6 +126,8 @@ def main() -> None:
     parser.add_argument("--hide", action="append", default=[], help="LABEL:MODULE: that layout's child without MODULE")
     parser.add_argument("--warm-up", action="append", default=[], metavar="LABEL",
                         help="that layout's child runs the warm-up synthesis at load, as load() did before")
+    parser.add_argument("--env", action="append", default=[], metavar="LABEL:KEY=VALUE",
+                        help="a setting for that layout's child (e.g. one:TTS_FIRST_PIECE_TOKENS=0)")
     parser.add_argument("--gunicorn", action="store_true",
                         help="first what the Gunicorn master does before forking (its imports, gunicorn_config.py)")
     parser.add_argument("--repeat", type=int, default=3)
@@ -137,10 +141,16 @@ def main() -> None:
     for item in args.hide:
         label, _, module = item.partition(":")
         hides.setdefault(label, []).append(module)
+    envs: dict[str, dict[str, str]] = {}
+    for item in args.env:
+        label, _, pair = item.partition(":")
+        key, _, value = pair.partition("=")
+        envs.setdefault(label, {})[key] = value
     runs: dict[str, list[dict]] = {label: [] for label, _ in layouts}
     for _ in range(args.repeat):
         for label, path in layouts:
-            runs[label].append(run(path, hides.get(label, []), args.threads, label in args.warm_up, args.gunicorn))
+            runs[label].append(run(path, hides.get(label, []), args.threads, label in args.warm_up, args.gunicorn,
+                                   envs.get(label)))
             print(json.dumps({label: runs[label][-1]}), file=sys.stderr, flush=True)
     stage_names = list(runs[layouts[0][0]][0]["stages"])
     build_names = ["G2P", "timed graph", "ONNX session", "warm-up run"]
