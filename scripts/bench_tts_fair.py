@@ -29,6 +29,7 @@ wall second, and per CPU-second: the load-independent one).
     python -m scripts.bench_tts_fair --shorts 4 --long-chars 300 --longs 0,1,3 --longs-alone 3 \
         --variants cut0,cut24,less24,lessnow24,short24
     python -m scripts.bench_tts_fair joins --whisper CT2_DIR --caps 0,24,40   # cut pieces: silences, CER
+    python -m scripts.bench_tts_fair calls --long-chars 300 --repeats 10      # what a model call costs
 """
 from __future__ import annotations
 
@@ -270,9 +271,35 @@ def joins(pipe: KokoroOnnxPipeline, caps: list[int], long_text: str, whisper: st
     return rows
 
 
+def calls(pipe: KokoroOnnxPipeline, long_text: str, repeats: int) -> list[dict]:
+    """What a model call costs beyond its tokens: the short request alone (two calls) against joined (one call,
+    another request admitted: turns.whole), and the long text whole against cut at 24 tokens at every turn
+    (a short request admitted, idle), interleaved `repeats` times; median CPU-s of each, and per call saved."""
+    cases = {"short, 2 calls (alone)": (SHORT, None), "short, 1 call (joined)": (SHORT, 10_000),
+             "long, full pieces (alone)": (long_text, None), "long, cut at 24 (a short one admitted)": (long_text, 1)}
+    use(pipe, "merge24")
+    cpu: dict[str, list[float]] = {name: [] for name in cases}
+    made: dict[str, int] = {}
+    for _ in range(repeats):
+        for name, (text, other) in cases.items():
+            idle = pipe.turns.join(1, other) if other is not None else None
+            start = time.process_time()
+            made[name] = len(list(pipe.run(pipe.preprocess(validate_request(pipe.settings, text=text,
+                                                                            fmt="wav"))).blocks))
+            cpu[name].append(time.process_time() - start)
+            if idle is not None:
+                pipe.turns.leave(idle)
+    rows = [{"case": name, "blocks": made[name], "cpu_s_median": round(statistics.median(values), 3),
+             "cpu_s_spread": [round(min(values), 3), round(max(values), 3)]} for name, values in cpu.items()]
+    for row in rows:
+        print(json.dumps(row), file=sys.stderr, flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", nargs="?", default="fair", choices=("fair", "joins"))
+    parser.add_argument("mode", nargs="?", default="fair", choices=("fair", "joins", "calls"))
+    parser.add_argument("--repeats", type=int, default=10, help="calls: rounds of the four cases, interleaved")
     parser.add_argument("--shorts", type=int, default=5)
     parser.add_argument("--long-chars", type=int, default=500)
     parser.add_argument("--longs", default="0,1,3")
@@ -289,7 +316,9 @@ def main(argv: list[str] | None = None) -> int:
     pipe.load()
     long_text = (PARAGRAPH * (args.long_chars // len(PARAGRAPH) + 1))[:args.long_chars].rsplit(" ", 1)[0] + "."
     rows = []
-    if args.mode == "joins":
+    if args.mode == "calls":
+        rows = calls(pipe, long_text, args.repeats)
+    elif args.mode == "joins":
         rows = joins(pipe, [int(v) for v in args.caps.split(",")], long_text, args.whisper, args.threads)
     else:
         groups = [(int(v), args.shorts) for v in args.longs.split(",")] + \
