@@ -42,12 +42,14 @@ def vocab() -> dict[str, int]:
 @pytest.fixture(scope="module")
 def reference():
     """KPipeline(lang_code, model=False): Kokoro's own text -> phonemes, no weights read."""
-    kokoro = pytest.importorskip("kokoro", reason="the reference pipeline (kokoro) is in the full install only")
+    # kokoro.pipeline, not kokoro: the torch backend may have put a bare `kokoro` package in sys.modules
+    # (kokoro_torch.import_kmodel skips its __init__), which has no KPipeline attribute.
+    pipeline = pytest.importorskip("kokoro.pipeline", reason="the reference pipeline (kokoro) is in the full install")
     pipelines: dict[str, object] = {}
 
     def phonemes(text: str, code: str) -> str:
         if code not in pipelines:
-            pipelines[code] = kokoro.KPipeline(lang_code=code, model=False)
+            pipelines[code] = pipeline.KPipeline(lang_code=code, model=False)
         return " ".join(result.phonemes for result in pipelines[code](text))
 
     return phonemes
