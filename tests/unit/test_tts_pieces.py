@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from backend.pipelines.tts.g2p import Phonemizer
 from backend.pipelines.tts.markup import Pause, parse, parse_phonemes
@@ -65,10 +67,11 @@ def test_pieces_start_short_and_double(index, expected) -> None:
 def test_the_first_piece_is_a_short_clause_and_later_ones_grow(english, vocab) -> None:
     pieces = pieces_of(plan_pieces(parse(LONG_TEXT), english, vocab, limit=150, first_limit=30))
     sizes = [count_tokens(p.phonemes, vocab) for p in pieces]
-    assert all(size <= piece_limit(i, 150, 30) for i, size in enumerate(sizes[1:], start=1))
-    assert sizes[0] <= 45 and max(sizes) >= 90  # a clause may end the first piece up to half as much again
-    assert pieces[0].boundary in ("clause", "word")  # the first sentence (~90 tokens) was cut
-    assert english("Sentence number 0 talks about the weather,").startswith(pieces[0].phonemes.split(",")[0])
+    assert all(size <= 150 for size in sizes) and max(sizes) >= 90
+    # The first sentence (~90 tokens) is cut at its first clause mark (46 tokens: past 30, so no earlier
+    # phrase qualifies, and never between words); later pieces end at marks too.
+    assert pieces[0].phonemes == english("Sentence number 0 talks about the weather,")
+    assert pieces[0].boundary == "clause" and all(p.boundary != "word" for p in pieces)
 
 
 def test_long_sentences_are_cut_at_clauses_before_words(english, vocab) -> None:
@@ -122,7 +125,9 @@ def test_a_short_text_is_one_piece_even_with_a_short_start(english, vocab) -> No
     text = "The quick brown fox jumps over the lazy dog."  # ~49 tokens: under twice the first limit
     assert pieces_of(plan_pieces(parse(text), english, vocab, limit=150, first_limit=30)) == \
         [Piece(english(text), "end")]
-    assert len(pieces_of(plan_pieces(parse(text), english, vocab, limit=150, first_limit=20))) == 2
+    # Over twice a first limit of 20, but it has no clause mark: said whole rather than cut between words.
+    assert pieces_of(plan_pieces(parse(text), english, vocab, limit=150, first_limit=20)) == \
+        [Piece(english(text), "end")]
 
 
 def test_the_first_piece_ends_at_a_phrase_not_between_words(english, vocab) -> None:
@@ -131,10 +136,32 @@ def test_the_first_piece_ends_at_a_phrase_not_between_words(english, vocab) -> N
     pieces = pieces_of(plan_pieces(parse("The kettle is on, come and sit down. We can talk about the weather."),
                                    english, vocab, limit=100, first_limit=12))
     assert pieces[0].phonemes == english("The kettle is on,") and pieces[0].boundary == "clause"
-    # No clause close enough: a cut between words within the limit, as before.
-    pieces = pieces_of(plan_pieces(parse("The big old kettle in the kitchen is on so come and sit down with us now."),
-                                   english, vocab, limit=100, first_limit=12))
-    assert count_tokens(pieces[0].phonemes, vocab) <= 12 and pieces[0].boundary == "word"
+    # No clause mark: the first sentence is the first piece, whole (a cut between words is heard).
+    text = "The big old kettle in the kitchen is on so come and sit down with us now. We can talk."
+    pieces = pieces_of(plan_pieces(parse(text), english, vocab, limit=100, first_limit=12))
+    assert pieces[0].phonemes == english("The big old kettle in the kitchen is on so come and sit down with us now.")
+    assert pieces[0].boundary == "sentence"
+
+
+WORDS = st.sampled_from(["the", "kettle", "is", "on", "come", "and", "sit", "down", "we", "can", "talk", "about",
+                         "weather", "tomorrow", "afternoon", "a", "long", "walk", "by", "sea"])
+SENTENCES = st.lists(st.lists(st.tuples(WORDS, st.booleans()), min_size=1, max_size=30), min_size=1, max_size=6)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sentences=SENTENCES, limit=st.integers(20, 200), first_limit=st.integers(0, 40))
+def test_pieces_are_cut_between_words_only_in_sentences_too_long_for_a_piece(vocab, sentences, limit,
+                                                                             first_limit) -> None:
+    """Invariant: every phoneme once, in order, no piece over the limit, and a piece ends between words only
+    inside a sentence longer than the limit (words here are their own phonemes: str is the phonemiser)."""
+    texts = [" ".join(word + ("," if comma else "") for word, comma in words).rstrip(",") + "."
+             for words in sentences]
+    plan = plan_pieces(parse(" ".join(texts)), str, vocab, limit=limit, first_limit=first_limit)
+    pieces = pieces_of(plan)
+    assert "".join(p.phonemes.replace(" ", "") for p in pieces) == "".join(texts).replace(" ", "")
+    assert all(count_tokens(p.phonemes, vocab) <= limit for p in pieces)
+    if all(count_tokens(text, vocab) <= limit for text in texts):
+        assert all(p.boundary != "word" for p in pieces)
 
 
 def ids_of(phonemes: str, vocab: dict[str, int]) -> list[int]:
