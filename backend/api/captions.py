@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import replace
+from typing import Literal
 
 from flask import Blueprint, current_app, jsonify
 from pydantic import BaseModel, Field
@@ -37,6 +38,17 @@ class Timestamp(BaseModel):
     word: str
     start_time: float = Field(description="seconds from the start of the audio")
     end_time: float
+
+
+class CaptionedTts(BaseModel):
+    """The speech with captions (/api/tts with `captions`)."""
+
+    audio: str = Field(description="the whole audio, base64")
+    audio_format: str
+    sample_rate: int
+    voice: str
+    captions_format: Literal["json", "srt", "vtt"]
+    captions: list[Timestamp] | str = Field(description="the words with their times for json, else the SRT or WebVTT text")
 
 
 class CaptionedSpeech(BaseModel):

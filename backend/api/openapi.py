@@ -47,6 +47,11 @@ class Binary:
     description: str = ""
 
 
+# One status's answer: a description, a JSON model, bytes, or a tuple of models and bytes when the body decides
+# (/api/tts answers audio, or JSON when captions are asked for).
+Answer = type[BaseModel] | Binary | str | tuple[type[BaseModel] | Binary, ...]
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """What one view accepts and answers, for validation and for the document."""
@@ -57,14 +62,14 @@ class Endpoint:
     form: type[BaseModel] | None = None
     raw: Binary | None = None
     query: type[BaseModel] | None = None
-    responses: Mapping[int, type[BaseModel] | Binary | str] = field(default_factory=dict)
+    responses: Mapping[int, Answer] = field(default_factory=dict)
     errors: type[BaseModel] | None = None  # the error envelope, when not the generic one
     large_json: bool = False  # the JSON carries audio: MAX_UPLOAD_MB, not MAX_JSON_KB
 
 
 def endpoint(*, body: type[BaseModel] | None = None, form: type[BaseModel] | None = None,
              raw: Binary | None = None, query: type[BaseModel] | None = None,
-             responses: Mapping[int, type[BaseModel] | Binary | str] | None = None,
+             responses: Mapping[int, Answer] | None = None,
              errors: type[BaseModel] | None = None, large_json: bool = False) -> Callable:
     """Declare a view's request and response models; the view gets `body`, `form`, `query` validated."""
     def decorate(view: Callable) -> Callable:
@@ -199,7 +204,8 @@ def document(app: Flask, *, title: str, version: str, error_model: type[BaseMode
     for _, _, spec, _, _ in operations:
         if spec is not None:
             models.update(m for m in (spec.body, spec.form, spec.query, spec.errors) if m is not None)
-            models.update(m for m in spec.responses.values() if isinstance(m, type))
+            for answer in spec.responses.values():
+                models.update(m for m in (answer if isinstance(answer, tuple) else (answer,)) if isinstance(m, type))
     keyed, defs = models_json_schema([(m, "validation") for m in sorted(models, key=lambda m: m.__name__)],
                                      ref_template="#/components/schemas/{model}")
     schema_of = {model: ref for (model, _), ref in keyed.items()}
@@ -280,7 +286,11 @@ def _operation(spec: Endpoint | None, policy: Policy | None, path_params: list[d
     return {**operation, "responses": responses}
 
 
-def _response(answer: type[BaseModel] | Binary | str, schema_of: dict, status: int) -> dict[str, Any]:
+def _response(answer: Answer, schema_of: dict, status: int) -> dict[str, Any]:
+    if isinstance(answer, tuple):  # one content type each, the descriptions joined
+        parts = [_response(part, schema_of, status) for part in answer]
+        return {**parts[0], "description": "; or ".join(p["description"] for p in parts),
+                "content": {media: c for p in parts for media, c in p["content"].items()}}
     if isinstance(answer, str):
         return {"description": answer}
     if isinstance(answer, Binary):

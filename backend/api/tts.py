@@ -18,7 +18,7 @@ from dataclasses import replace
 
 from flask import Blueprint, Response, current_app, jsonify
 
-from backend.api.captions import captioned_answer, speak_timed
+from backend.api.captions import CaptionedTts, captioned_answer, speak_timed
 from backend.api.openapi import Binary, endpoint
 from backend.api.schemas.common import ErrorEnvelope, OpenObject
 from backend.api.schemas.tts import (ApiTtsBody, OpenAISpeechBody, api_tts_request, installed_voice,
@@ -45,7 +45,7 @@ def openai_speech(body: OpenAISpeechBody):
 
 
 @bp.post("/api/tts")
-@endpoint(body=ApiTtsBody, responses=SPEECH_ANSWERS)
+@endpoint(body=ApiTtsBody, responses={**SPEECH_ANSWERS, 200: (SPEECH_ANSWERS[200], CaptionedTts)})
 def api_tts(body: ApiTtsBody):
     """This service's own shape: {text, voice, speed, format, lang}; with `captions`, JSON (backend.api.captions)."""
     request = api_tts_request(body, current_app.config["SETTINGS"])

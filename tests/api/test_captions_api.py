@@ -93,6 +93,20 @@ def test_api_tts_captions_json(client) -> None:
         base64.b64decode(body["audio"])[0] == 0xFF
 
 
+@pytest.mark.parametrize("fmt", ["json", "srt", "vtt"])
+def test_api_tts_captions_answer_is_the_documented_json(app, client, fmt) -> None:
+    """The document says /api/tts answers audio, or CaptionedTts JSON when captions are asked for (the fuzzer's
+    content-type check found the JSON undocumented); every format's answer fits that model."""
+    from backend.api.captions import CaptionedTts
+
+    answer = app.test_client().get("/openapi.json").get_json()["paths"]["/api/tts"]["post"]["responses"]["200"]
+    assert answer["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/CaptionedTts"}
+    assert "audio/wav" in answer["content"]
+    response = client.post("/api/tts", json={"text": "Come and sit down.", "captions": fmt, "format": "pcm"})
+    assert response.status_code == 200 and response.mimetype == "application/json"
+    assert CaptionedTts.model_validate(response.get_json()).captions_format == fmt
+
+
 SRT_CUE = re.compile(r"^(\d+)\n(\d\d:\d\d:\d\d,\d\d\d) --> (\d\d:\d\d:\d\d,\d\d\d)\n(.+)$")
 VTT_CUE = re.compile(r"^(\d\d:\d\d:\d\d\.\d\d\d) --> (\d\d:\d\d:\d\d\.\d\d\d)\n(.+)$")
 
