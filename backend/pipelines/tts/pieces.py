@@ -2,13 +2,14 @@
 
 Kokoro's context is 512 positions (510 phonemes plus two pad tokens); a synthesis's activation
 memory grows with the piece, so the server caps pieces lower (TTS_PIECE_TOKENS). The first piece
-is short when a phrase allows it (TTS_FIRST_PIECE_TOKENS: a clause ending within half as much again)
-so the first audio leaves early (a text of at most twice that is one piece: it is quick to say whole);
+is short when a phrase allows it so the first audio leaves early: a clause ending within
+TTS_FIRST_PIECE_TOKENS and half as much again, else the sentence's first clause mark after that, else the
+whole first sentence (a text of at most twice TTS_FIRST_PIECE_TOKENS is one piece: it is quick to say whole);
 each later piece may be twice as long as the one before, up to TTS_PIECE_TOKENS, which keeps
 synthesis ahead of playback. Sentences are packed together while they fit, never across a
-paragraph or an explicit pause. A piece ends at a sentence or clause mark: a sentence is cut between
-words only when it is longer than TTS_PIECE_TOKENS (at its last clause mark that leaves at least half
-a piece, else between words; a giant word anywhere). Kokoro says each piece as a whole utterance, so a
+paragraph or an explicit pause. A piece ends at a sentence or clause mark, growing past its limit to
+the next one: a sentence is cut between words only when it is longer than TTS_PIECE_TOKENS (at its last
+clause mark that leaves at least half a piece, else between words; a giant word anywhere). Kokoro says each piece as a whole utterance, so a
 cut between words is heard: whisper-base's CER over 72 sentences in six languages was 0.041 with the
 first sentence cut between words, 0.037 with only the first piece cut, 0.018 with cuts at marks only,
 for 0.83x the CPU (docs/BENCHMARKS.md, issue 23, "Cuts between words").
@@ -230,12 +231,15 @@ def _plan(units: list[tuple[str, str] | Pause], vocab: dict[str, int], limit: in
                     emit([(chunk, "word")])
                 current = [(chunks[-1], after)]
                 continue
-            while current and tokens(" ".join(w for w, _ in current + [(word, after)])) > cap:
+            while current:
+                said = tokens(" ".join(w for w, _ in current + [(word, after)]))
+                if said <= cap:
+                    break
                 clause_cuts = [i for i, (_, b) in enumerate(current[:-1]) if b == "clause"
                                and tokens(" ".join(w for w, _ in current[:i + 1])) >= cap // 2]
                 if clause_cuts:
                     cut = clause_cuts[-1] + 1
-                elif tokens(" ".join(w for w, _ in current + [(word, after)])) > limit:
+                elif said > limit:
                     cut = len(current)
                 else:  # a cut between words is heard (module docstring): grow to a clause mark or the sentence's end
                     break
